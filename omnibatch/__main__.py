@@ -1,0 +1,3 @@
+from omnibatch.cli import main
+
+main()

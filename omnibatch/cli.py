@@ -1,0 +1,158 @@
+"""The `omnibatch` command line: a thin layer over the library.
+
+Nothing heavy is imported here: torch, transformers and vllm load only when an
+engine is built, so `omnibatch --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from omnibatch.config import ALL_FORMATS, RunConfig
+from omnibatch.errors import InputError, OmnibatchError
+
+app = typer.Typer(
+    name="omnibatch",
+    help="Batch transcripts, captions and spoken summaries of long audio and video with Qwen3-Omni.\n\n"
+    "INPUT is a manifest (.jsonl, .jsonl.gz, .csv, .parquet), a folder (scanned recursively) or media files.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+# Exit codes: 0 every item ok; 1 some item failed (its row says why); 2 unusable input or options;
+# 3 the engine failed or the run was interrupted (rerun the same command to resume).
+EXIT_ITEMS_FAILED, EXIT_BAD_INPUT, EXIT_RUN_FAILED = 1, 2, 3
+
+Inputs = Annotated[list[str], typer.Argument(help="Manifests, folders or media files.", show_default=False)]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
+Model = Annotated[
+    Optional[str],
+    typer.Option(help="Local model folder or hub id. Default: the embedded tiny Qwen3-Omni (random weights: "
+                 "it exercises every code path but its text is meaningless)."),
+]
+Engine = Annotated[str, typer.Option(help="auto | vllm | transformers | whisper. auto = vllm on a GPU node "
+                                     "with vllm installed, else transformers.")]
+Language = Annotated[Optional[str], typer.Option(help="Language of the speech (e.g. en, zh); a manifest's "
+                                                 "`language` wins per file.")]
+Shard = Annotated[str, typer.Option(help="Run shard I of N (0-based), e.g. 2/8. Sharding is deterministic.")]
+NoResume = Annotated[bool, typer.Option("--no-resume", help="Redo items already written in --out.")]
+RetryErrors = Annotated[bool, typer.Option("--retry-errors", help="Redo items whose earlier row is an error.")]
+Workers = Annotated[int, typer.Option(help="Decode worker processes running ahead of the engine "
+                                      "(0 = decode in the main process).")]
+MaxNewTokens = Annotated[int, typer.Option(help="Cap on generated tokens per request.")]
+EngineOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--engine-option", "-E", help="Engine setting KEY=VALUE, repeatable, e.g. -E "
+                 "tensor_parallel_size=2 -E max_model_len=40960 -E batch_size=16."),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise typer.BadParameter(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def parse_engine_options(pairs: list[str] | None) -> dict[str, object]:
+    import json
+
+    options: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--engine-option wants KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = sorted(set(formats) - set(ALL_FORMATS))
+    if unknown:
+        raise typer.BadParameter(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(ALL_FORMATS)}")
+    return formats
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_and_exit(config: RunConfig, verbose: bool) -> None:
+    from omnibatch.pipeline.report import run_local
+
+    setup_logging(verbose)
+    try:
+        code = run_local(config)
+    except OmnibatchError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_RUN_FAILED) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def transcribe(
+    inputs: Inputs,
+    out: Out,
+    model: Model = None,
+    engine: Engine = "auto",
+    language: Language = None,
+    formats: Annotated[str, typer.Option(help="Comma list of parquet, srt, vtt, txt.")] = "parquet,srt,vtt,txt",
+    shard: Shard = "0/1",
+    no_resume: NoResume = False,
+    retry_errors: RetryErrors = False,
+    chunk_seconds: Annotated[float, typer.Option(help="Longest region sent to the model; cuts fall in "
+                                                 "pauses.")] = 30.0,
+    workers: Workers = 1,
+    max_new_tokens: MaxNewTokens = 256,
+    engine_option: EngineOpt = None,
+    verbose: Verbose = False,
+) -> None:
+    """Transcribe speech: full text per file, time-stamped segments, SRT/VTT/TXT subtitles."""
+    index, count = parse_shard(shard)
+    config = RunConfig(task="transcribe", inputs=inputs, out=str(out), model=model, engine=engine,
+                       language=language, formats=parse_formats(formats), shard_index=index, num_shards=count,
+                       resume=not no_resume, retry_errors=retry_errors, chunk_seconds=chunk_seconds,
+                       workers=workers, max_new_tokens=max_new_tokens,
+                       engine_options=parse_engine_options(engine_option))
+    run_and_exit(config, verbose)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo-out"),
+    verbose: Verbose = False,
+) -> None:
+    """Run the jobs on generated example media with the embedded tiny model, and show where outputs went."""
+    from omnibatch.demo import run_demo
+
+    setup_logging(verbose)
+    try:
+        code = run_demo(out)
+    except OmnibatchError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_RUN_FAILED)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

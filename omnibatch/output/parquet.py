@@ -1,0 +1,95 @@
+"""Parquet parts: bounded in rows, written to a temporary name and renamed.
+
+A shard appends parts `part-<shard>-<seq>.parquet`; a killed shard loses at
+most the part it was filling. Each part records the run fingerprint in its
+metadata, so a rerun knows which rows it may keep (`read_written`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FINGERPRINT_KEY = b"omnibatch.fingerprint"
+_PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.parquet$")
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def part_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _PART_RE.match(p.name))
+
+
+class PartWriter:
+    """Buffers rows for one table of one shard and writes them as numbered parts."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, *, shard_index: int, fingerprint: str,
+                 rows_per_part: int = 1000) -> None:
+        self.folder = folder
+        self.schema = schema.with_metadata({FINGERPRINT_KEY: fingerprint.encode()})
+        self.shard_index = shard_index
+        self.rows_per_part = max(1, rows_per_part)
+        self._rows: list[dict[str, Any]] = []
+        self._seq = self._next_seq()
+        self.written: list[Path] = []
+
+    def _next_seq(self) -> int:
+        seqs = [int(m.group(2)) for p in part_files(self.folder)
+                if (m := _PART_RE.match(p.name)) and int(m.group(1)) == self.shard_index]
+        return max(seqs, default=-1) + 1
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        self._rows.extend(rows)
+        while len(self._rows) >= self.rows_per_part:
+            self._write(self._rows[: self.rows_per_part])
+            del self._rows[: self.rows_per_part]
+
+    def flush(self) -> None:
+        if self._rows:
+            self._write(self._rows)
+            self._rows = []
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        path = self.folder / f"part-{self.shard_index:05d}-{self._seq:05d}.parquet"
+        write_table_atomic(table, path)
+        self.written.append(path)
+        self._seq += 1
+
+
+@dataclass(frozen=True)
+class WrittenRow:
+    id: str
+    status: str
+    part: Path
+
+
+def read_written(folder: Path, fingerprint: str) -> dict[str, WrittenRow]:
+    """Ids already written by runs with this fingerprint, with their status.
+
+    Parts from another configuration are ignored (their rows will be redone);
+    when an id appears twice (a retried error), the later part wins.
+    """
+    found: dict[str, WrittenRow] = {}
+    for part in part_files(folder):
+        meta = pq.read_schema(part).metadata or {}
+        if meta.get(FINGERPRINT_KEY, b"").decode() != fingerprint:
+            continue
+        table = pq.read_table(part, columns=["id", "status"])
+        for rid, status in zip(table.column("id").to_pylist(), table.column("status").to_pylist()):
+            found[rid] = WrittenRow(rid, status, part)
+    return found

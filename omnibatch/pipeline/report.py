@@ -1,0 +1,41 @@
+"""Run a task on this machine and tell the person at the terminal what happened."""
+
+from __future__ import annotations
+
+import sys
+
+from omnibatch.config import RunConfig
+from omnibatch.models.notice import TINY_NOTICE, uses_tiny_model
+from omnibatch.pipeline.runner import ShardStats, run_shard
+
+
+def summarize_stats(stats: ShardStats, out: str) -> str:
+    lines = [
+        f"{stats.task} {stats.shard}: {stats.ok} ok, {stats.error} failed"
+        + (f", {stats.skipped_done} already done" if stats.skipped_done else "")
+        + f" in {stats.wall_s:.1f} s"
+        + (f" ({stats.media_seconds / 3600:.2f} h of media, {stats.media_seconds / max(stats.wall_s, 1e-9):.1f}x "
+           "realtime)" if stats.media_seconds else ""),
+        f"outputs: {out}/{stats.task}/",
+    ]
+    for skipped in stats.skipped_inputs[:10]:
+        lines.append(f"skipped input: {skipped}")
+    if len(stats.skipped_inputs) > 10:
+        lines.append(f"... and {len(stats.skipped_inputs) - 10} more skipped inputs")
+    for failed in stats.failed[:20]:
+        lines.append(f"FAILED {failed['id']} ({failed['path']}): {failed['error']}")
+    if len(stats.failed) > 20:
+        lines.append(f"... and {len(stats.failed) - 20} more failures (see the error column)")
+    return "\n".join(lines)
+
+
+def run_local(config: RunConfig) -> int:
+    """Run the configured shard; return the process exit code (1 when any item failed)."""
+    tiny = uses_tiny_model(config.model, config.engine)
+    if tiny:
+        print(TINY_NOTICE, file=sys.stderr)
+    stats = run_shard(config)
+    print(summarize_stats(stats, config.out), file=sys.stderr)
+    if tiny:
+        print(TINY_NOTICE, file=sys.stderr)
+    return 1 if stats.error else 0

@@ -1,0 +1,214 @@
+"""Run one shard of a task: inputs -> decode pool -> engine waves -> finished rows -> Parquet.
+
+The engine gets work in waves: the regions of many files at once (up to
+`wave_seconds` of media), so continuous batching keeps it full, while the decode
+pool runs ahead. A file's row is written once all of its regions are back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from omnibatch.config import RunConfig
+from omnibatch.engine.base import Engine
+from omnibatch.manifests import read_inputs
+from omnibatch.output.parquet import PartWriter, read_written
+from omnibatch.output.tables import SEGMENT_SCHEMA, file_schema
+from omnibatch.pipeline.prefetch import ItemState, Loaded, Planned, describe, iter_loaded, make_executor
+from omnibatch.pipeline.tasks import FileResult, Task
+from omnibatch.records import Generation, MediaItem, Request
+from omnibatch.run.rundir import RunDir
+
+log = logging.getLogger("omnibatch")
+
+
+@dataclass
+class ShardStats:
+    task: str
+    shard: str
+    fingerprint: str
+    model: str = ""
+    engine: str = ""
+    items: int = 0
+    skipped_done: int = 0
+    ok: int = 0
+    error: int = 0
+    media_seconds: float = 0.0
+    regions: int = 0
+    engine_calls: int = 0
+    engine_s: float = 0.0
+    wall_s: float = 0.0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    skipped_inputs: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_task(config: RunConfig) -> Task:
+    if config.task == "transcribe":
+        from omnibatch.pipeline.transcribe import TranscribeTask
+
+        return TranscribeTask(config)
+    raise NotImplementedError(f"task {config.task!r} is not built yet")
+
+
+def base_row(item: MediaItem, state: ItemState, engine: Engine | None) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "path": str(item.path),
+        "status": "error" if state.error else "ok",
+        "error": state.error,
+        "duration_s": state.info.duration_s if state.info else item.duration_s,
+        "model": engine.model if engine else None,
+        "engine": engine.name if engine else None,
+        "language": item.language,
+        "kind": state.info.kind if state.info else None,
+        "extra": json.dumps(item.extra, sort_keys=True, default=str) if item.extra else None,
+    }
+
+
+EngineFactory = Callable[[RunConfig], Engine]
+
+
+def default_engine_factory(config: RunConfig) -> Engine:
+    from omnibatch.engine import build_engine
+
+    return build_engine(config.engine, config.model, max_new_tokens=config.max_new_tokens,
+                        **config.engine_options)
+
+
+def select_pending(items: list[MediaItem], config: RunConfig, written: dict) -> list[MediaItem]:
+    if not config.resume:
+        return items
+    return [it for it in items
+            if it.id not in written or (config.retry_errors and written[it.id].status == "error")]
+
+
+def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engine_factory,
+              progress: bool = True) -> ShardStats:
+    from omnibatch.run.sharding import select_shard
+
+    started = time.perf_counter()
+    rundir = RunDir(config.out_dir)
+    rundir.prepare(config)
+    fingerprint = config.fingerprint()
+    stats = ShardStats(task=config.task, shard=config.shard_label, fingerprint=fingerprint)
+
+    inputs = read_inputs(config.inputs)
+    stats.skipped_inputs = [f"{s.path}: {s.reason}" for s in inputs.skipped]
+    items = select_shard(inputs.items, config.shard_index, config.num_shards)
+    table_dir = rundir.table_dir(config.task)
+    written = read_written(table_dir, fingerprint) if config.resume else {}
+    pending = select_pending(items, config, written)
+    stats.items = len(items)
+    stats.skipped_done = len(items) - len(pending)
+    rundir.clear_marker(config.task, config.shard_label)
+
+    task = build_task(config)
+    rows = PartWriter(table_dir, file_schema(config.task), shard_index=config.shard_index,
+                      fingerprint=fingerprint, rows_per_part=config.rows_per_part)
+    segments = PartWriter(table_dir / "segments", SEGMENT_SCHEMA, shard_index=config.shard_index,
+                          fingerprint=fingerprint, rows_per_part=max(config.rows_per_part * 50, 1))
+    engine: Engine | None = None
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(pending), desc=f"{config.task} {config.shard_label}", unit="file",
+               disable=not progress, dynamic_ncols=True)
+
+    def finish(state: ItemState, followup: Generation | None) -> None:
+        result: FileResult | None = None
+        if state.error is None:
+            ordered = [state.generations[c.index] for c in state.chunks]
+            failed = next((g for g in ordered if g.error), None)
+            if failed is not None:
+                chunk = state.chunks[ordered.index(failed)]
+                state.error = f"region {chunk.start_s:.1f}-{chunk.end_s:.1f} s: {failed.error}"
+            elif followup is not None and followup.error:
+                state.error = followup.error
+            else:
+                try:
+                    result = task.finish(state.item, state.info, state.chunks, ordered, followup)
+                except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
+                    state.error = describe(exc)
+        row = base_row(state.item, state, engine)
+        if result is not None:
+            row.update(result.row)
+            segments.add(result.segments)
+        rows.add([row])
+        if state.error:
+            stats.error += 1
+            stats.failed.append({"id": state.item.id, "path": str(state.item.path), "error": state.error})
+            log.warning("%s failed: %s", state.item.id, state.error)
+        else:
+            stats.ok += 1
+            stats.media_seconds += state.info.duration_s if state.info else 0.0
+        bar.update(1)
+
+    def run_wave(wave: list[tuple[ItemState, Request]], finished: list[ItemState]) -> None:
+        nonlocal engine
+        if wave:
+            if engine is None:
+                engine = engine_factory(config)
+                stats.model, stats.engine = engine.model, engine.name
+            t0 = time.perf_counter()
+            generations = engine.generate([r for _, r in wave])
+            stats.engine_s += time.perf_counter() - t0
+            stats.engine_calls += 1
+            for (state, request), gen in zip(wave, generations, strict=True):
+                index = int(request.id.rsplit("#", 1)[1])
+                state.generations[index] = gen
+                stats.prompt_tokens += gen.prompt_tokens
+                stats.output_tokens += gen.output_tokens
+        done = [s for s in finished if s.complete]
+        finished[:] = [s for s in finished if not s.complete]
+        followups = [(s, task.followup(s.item, s.info, s.chunks, [s.generations[c.index] for c in s.chunks]))
+                     if s.error is None and not any(g.error for g in s.generations.values()) else (s, None)
+                     for s in done]
+        asked = [(s, r) for s, r in followups if r is not None]
+        answers: dict[int, Generation] = {}
+        if asked:
+            t0 = time.perf_counter()
+            outs = engine.generate([r for _, r in asked])
+            stats.engine_s += time.perf_counter() - t0
+            answers = {id(s): g for (s, _), g in zip(asked, outs, strict=True)}
+        for state in done:
+            finish(state, answers.get(id(state)))
+        rows.flush()
+        segments.flush()
+
+    executor = make_executor(config.workers)
+    wave: list[tuple[ItemState, Request]] = []
+    wave_s = 0.0
+    open_items: list[ItemState] = []
+    try:
+        for event in iter_loaded(task, pending, executor, max_pending_s=config.wave_seconds):
+            if isinstance(event, Planned):
+                open_items.append(event.state)
+                stats.regions += len(event.state.chunks)
+            elif isinstance(event, Loaded) and event.request is not None and event.state.error is None:
+                wave.append((event.state, event.request))
+                wave_s += event.chunk.duration_s
+            if wave_s >= config.wave_seconds:
+                run_wave(wave, open_items)
+                wave, wave_s = [], 0.0
+            elif not wave and any(s.complete for s in open_items):
+                run_wave([], open_items)  # errors and empty files need no engine
+        run_wave(wave, open_items)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+        rows.flush()
+        segments.flush()
+        if engine is not None:
+            engine.close()
+    stats.wall_s = time.perf_counter() - started
+    rundir.mark_complete(config.task, config.shard_label, stats.as_dict())
+    return stats

@@ -1,0 +1,131 @@
+"""Typed records that cross stage boundaries (see DESIGN.md, "Data flow").
+
+Three ideas are kept apart, as in lhotse: what media exists (`MediaItem`,
+`MediaInfo`), which region of it is processed (`Chunk`), and what the engine
+said about a region (`Generation`). Engines take `Request`s and return
+`Generation`s; nothing crosses a boundary as a bare dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+MediaKind = Literal["audio", "video"]
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One input file, as named by a manifest line, a folder scan or the command line."""
+
+    id: str
+    path: Path  # resolved, absolute
+    source: str  # where it was named, e.g. "manifest.jsonl:12", for error messages
+    language: str | None = None
+    duration_s: float | None = None  # from the manifest, when it says; probing fills it otherwise
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, carried to the output
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    index: int
+    kind: Literal["audio", "video", "subtitle", "data", "attachment", "unknown"]
+    codec: str
+    sample_rate: int | None = None
+    channels: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    attached_pic: bool = False  # cover art in an audio file is a "video" stream that is not a video
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What ffprobe found in a file."""
+
+    path: Path
+    format_name: str
+    duration_s: float
+    streams: tuple[StreamInfo, ...]
+
+    @property
+    def audio_streams(self) -> tuple[StreamInfo, ...]:
+        return tuple(s for s in self.streams if s.kind == "audio")
+
+    @property
+    def video_streams(self) -> tuple[StreamInfo, ...]:
+        return tuple(s for s in self.streams if s.kind == "video" and not s.attached_pic)
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.audio_streams)
+
+    @property
+    def has_video(self) -> bool:
+        return bool(self.video_streams)
+
+    @property
+    def kind(self) -> MediaKind:
+        return "video" if self.has_video else "audio"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A region [start_s, end_s) of one item, in the file's timeline."""
+
+    item_id: str
+    index: int
+    start_s: float
+    end_s: float
+
+    @property
+    def id(self) -> str:
+        # Stable: derives from the parent id and the index only.
+        return f"{self.item_id}#{self.index:05d}"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class Request:
+    """One unit of Thinker work: a prompt over optional audio and video.
+
+    `audio` is 16 kHz mono float32. `video` is uint8 frames (T, H, W, 3) sampled
+    at `video_fps`; when both are given the audio is the video's own track.
+    `prompt` None means "no text turn" (the Captioner takes audio only).
+    """
+
+    id: str
+    prompt: str | None
+    audio: np.ndarray | None = None
+    video: np.ndarray | None = None
+    video_fps: float | None = None
+    system: str | None = None
+    language: str | None = None  # a hint for recognizers that take one (whisper)
+    max_new_tokens: int = 256
+
+
+@dataclass
+class Segment:
+    """Time-stamped text in the file's timeline."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass
+class Generation:
+    """What the engine returned for one request. `error` set means it failed alone."""
+
+    request_id: str
+    text: str
+    error: str | None = None
+    segments: list[Segment] | None = None  # request-relative times, from engines that give them
+    prompt_tokens: int = 0
+    output_tokens: int = 0

