@@ -93,3 +93,34 @@ def read_written(folder: Path, fingerprint: str) -> dict[str, WrittenRow]:
         for rid, status in zip(table.column("id").to_pylist(), table.column("status").to_pylist()):
             found[rid] = WrittenRow(rid, status, part)
     return found
+
+
+def drop_rows(folder: Path, ids: set[str]) -> int:
+    """Rewrite the parts holding any of `ids` without those rows; return how many rows went.
+
+    Used before redoing items (retried errors), so each id appears once in the end.
+    A part left empty is removed.
+    """
+    import pyarrow.compute as pc
+
+    dropped = 0
+    for part in part_files(folder):
+        table = pq.read_table(part)
+        hit = pc.is_in(table.column("id"), value_set=pa.array(sorted(ids), pa.string()))
+        count = pc.sum(hit).as_py() or 0
+        if not count:
+            continue
+        kept = table.filter(pc.invert(hit))
+        if kept.num_rows:
+            write_table_atomic(kept, part)
+        else:
+            part.unlink()
+        dropped += count
+    return dropped
+
+
+def remove_shard_parts(folder: Path, shard_index: int) -> None:
+    for part in part_files(folder):
+        m = _PART_RE.match(part.name)
+        if m and int(m.group(1)) == shard_index:
+            part.unlink()

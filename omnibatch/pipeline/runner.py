@@ -17,7 +17,7 @@ from typing import Any
 from omnibatch.config import RunConfig
 from omnibatch.engine.base import Engine
 from omnibatch.manifests import read_inputs
-from omnibatch.output.parquet import PartWriter, read_written
+from omnibatch.output.parquet import PartWriter, drop_rows, read_written, remove_shard_parts
 from omnibatch.output.tables import SEGMENT_SCHEMA, file_schema
 from omnibatch.pipeline.prefetch import ItemState, Loaded, Planned, describe, iter_loaded, make_executor
 from omnibatch.pipeline.tasks import FileResult, Task
@@ -111,11 +111,18 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
     stats.items = len(items)
     stats.skipped_done = len(items) - len(pending)
     rundir.clear_marker(config.task, config.shard_label)
+    segment_dir = rundir.root / "segments"
+    if not config.resume:
+        for folder in (table_dir, segment_dir):
+            remove_shard_parts(folder, config.shard_index)
+    elif redo := {it.id for it in pending if it.id in written}:
+        for folder in (table_dir, segment_dir):
+            drop_rows(folder, redo)
 
     task = build_task(config)
     rows = PartWriter(table_dir, file_schema(config.task), shard_index=config.shard_index,
                       fingerprint=fingerprint, rows_per_part=config.rows_per_part)
-    segments = PartWriter(table_dir / "segments", SEGMENT_SCHEMA, shard_index=config.shard_index,
+    segments = PartWriter(segment_dir, SEGMENT_SCHEMA, shard_index=config.shard_index,
                           fingerprint=fingerprint, rows_per_part=max(config.rows_per_part * 50, 1))
     engine: Engine | None = None
     from tqdm import tqdm
