@@ -413,6 +413,15 @@ def test_the_same_file_named_twice_is_refused(tmp_path: Path) -> None:
     assert f"{media}: {media} is named twice (first by {tmp_path / 'd'})" in message
 
 
+def test_the_same_input_named_twice_is_refused_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "m.jsonl", [{"id": "a", "path": "a.wav"}])
+    message = refusal(["m.jsonl", "m.jsonl", "./m.jsonl"])
+    assert "m.jsonl: named twice on the command line (first as m.jsonl)" in message
+    assert "./m.jsonl: named twice" in message and "duplicate id" not in message
+    assert "2 problems" in message
+
+
 def test_many_problems_are_capped_with_a_count(tmp_path: Path) -> None:
     manifest = write_jsonl(tmp_path / "m.jsonl", ["{oops"] * 50)
     message = refusal([manifest])

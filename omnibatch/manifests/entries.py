@@ -1,0 +1,165 @@
+"""One manifest entry (a JSON object, a CSV row, a Parquet row) -> one MediaItem.
+
+Every format hands over a dict of column -> value where None means "absent"
+(JSON null, an empty CSV cell, a Parquet null), so the rules live here once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omnibatch.records import MediaItem
+
+PATH_KEYS = ("path", "audio_filepath", "file")  # "audio_filepath" is NeMo's name
+DURATION_KEYS = ("duration", "duration_s")
+KNOWN_KEYS = frozenset({"id", "language", *PATH_KEYS, *DURATION_KEYS})
+
+_SLUG_UNSAFE = re.compile(r"[^\w-]+")
+
+
+class EntryError(Exception):
+    """Everything wrong with one entry, as short messages without a location."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+def absolute_path(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Expand `~`, join to `base_dir` when relative, normalise; the file system is not touched.
+
+    Symlinks are not followed, so an item keeps the name the user gave it (and its id
+    survives a remounted disk that keeps the same path).
+    """
+    return Path(_absolute(os.fspath(path), None if base_dir is None else os.fspath(base_dir)))
+
+
+def _absolute(path: str, base_dir: str | None) -> str:
+    # Plain strings: pathlib costs more than the rest of a manifest line put together.
+    expanded = os.path.expanduser(path)
+    if base_dir is not None:
+        expanded = os.path.join(base_dir, expanded)  # an absolute `expanded` wins
+    return os.path.abspath(expanded)
+
+
+def derive_id(path: str | os.PathLike[str]) -> str:
+    """A readable id that is the same on every rerun: `<stem-slug>-<8 hex of sha1(path)>`.
+
+    `path` should be absolute (as MediaItem.path is); the same string always gives the same id.
+    """
+    text = os.fspath(path)
+    digest = hashlib.sha1(os.fsencode(text)).hexdigest()[:8]
+    stem = os.path.splitext(os.path.basename(text))[0]
+    slug = _SLUG_UNSAFE.sub("-", stem.lower()).strip("-_")[:40].strip("-_")
+    return f"{slug or 'item'}-{digest}"
+
+
+def parse_entry(entry: Mapping[str, Any], *, base_dir: str | os.PathLike[str], source: str) -> MediaItem:
+    """Build the item for one entry, or raise EntryError listing every problem in it.
+
+    `base_dir` is the absolute folder relative paths are read from (the manifest's).
+    """
+    problems: list[str] = []
+    path = _read_path(entry, os.fspath(base_dir), problems)
+    item_id = _read_id(entry, problems)
+    language = _read_language(entry, problems)
+    duration_s = _read_duration(entry, problems)
+    if problems:
+        raise EntryError(problems)
+    assert path is not None  # _read_path reported a problem otherwise
+    return MediaItem(
+        id=item_id if item_id is not None else derive_id(path),
+        path=Path(path),
+        source=source,
+        language=language,
+        duration_s=duration_s,
+        extra={key: value for key, value in entry.items() if key not in KNOWN_KEYS},
+    )
+
+
+def _read_path(entry: Mapping[str, Any], base_dir: str, problems: list[str]) -> str | None:
+    given = {key: entry[key] for key in PATH_KEYS if entry.get(key) is not None}
+    if not given:
+        problems.append('no path: give the file in "path" (or "audio_filepath", "file")')
+        return None
+    if len(given) > 1 and len({repr(value) for value in given.values()}) > 1:
+        names = " and ".join(f'"{key}"' for key in given)
+        problems.append(f"{names} name different files; keep one")
+        return None
+    key, value = next(iter(given.items()))
+    if not isinstance(value, str):
+        problems.append(f'"{key}" must be a string, not {_describe(value)}')
+        return None
+    if not value.strip():
+        problems.append(f'"{key}" is empty')
+        return None
+    if "\0" in value:
+        problems.append(f'"{key}" contains a NUL character')
+        return None
+    return _absolute(value, base_dir)
+
+
+def _read_id(entry: Mapping[str, Any], problems: list[str]) -> str | None:
+    value = entry.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        problems.append(f'"id" must be a string or an integer, not {_describe(value)}')
+        return None
+    text = str(value)
+    if not text.strip():
+        problems.append('"id" is empty: give a name or leave the key out for a derived one')
+        return None
+    return text
+
+
+def _read_language(entry: Mapping[str, Any], problems: list[str]) -> str | None:
+    value = entry.get("language")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(f'"language" must be a string such as "en", not {_describe(value)}')
+        return None
+    return value.strip() or None
+
+
+def _read_duration(entry: Mapping[str, Any], problems: list[str]) -> float | None:
+    found: dict[str, float] = {}
+    for key in DURATION_KEYS:
+        value = entry.get(key)
+        if value is None:
+            continue
+        seconds = _as_seconds(value)
+        if seconds is None:
+            problems.append(f'"{key}" must be a number of seconds >= 0, not {_describe(value)}')
+            return None
+        found[key] = seconds
+    if len(set(found.values())) > 1:
+        problems.append('"duration" and "duration_s" disagree; keep one')
+        return None
+    return next(iter(found.values()), None)
+
+
+def _as_seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
