@@ -19,3 +19,7 @@ class EngineError(OmnibatchError):
 
 class MissingDependencyError(OmnibatchError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class Interrupted(OmnibatchError):
+    """The run stopped on a signal after flushing its finished rows; rerunning resumes it."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from omnibatch.config import RunConfig
 from omnibatch.engine.base import Engine
+from omnibatch.errors import Interrupted
 from omnibatch.manifests import read_inputs
 from omnibatch.output.parquet import PartWriter, drop_rows, read_written, remove_shard_parts
 from omnibatch.output.tables import SEGMENT_SCHEMA, file_schema
@@ -93,7 +94,12 @@ def select_pending(items: list[MediaItem], config: RunConfig, written: dict) -> 
 
 
 def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engine_factory,
-              progress: bool = True) -> ShardStats:
+              progress: bool = True, should_stop: Callable[[], bool] = lambda: False) -> ShardStats:
+    """Run one shard to the end, or until `should_stop()` says so between waves.
+
+    Stopping flushes every finished row and raises Interrupted without writing the
+    completion marker, so the next attempt resumes after the last written row.
+    """
     from omnibatch.run.sharding import select_shard
 
     started = time.perf_counter()
@@ -206,8 +212,13 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
             if wave_s >= config.wave_seconds:
                 run_wave(wave, open_items)
                 wave, wave_s = [], 0.0
+                if should_stop():
+                    raise Interrupted(f"stopped on request after {stats.ok + stats.error} items; "
+                                      "rerun the same command to resume")
             elif not wave and any(s.complete for s in open_items):
                 run_wave([], open_items)  # errors and empty files need no engine
+        if should_stop():
+            raise Interrupted("stopped on request before the last wave; rerun the same command to resume")
         run_wave(wave, open_items)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)

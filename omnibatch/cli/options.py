@@ -1,8 +1,4 @@
-"""The `omnibatch` command line: a thin layer over the library.
-
-Nothing heavy is imported here: torch, transformers and vllm load only when an
-engine is built, so `omnibatch --help` answers at once.
-"""
+"""Options and helpers shared by the commands."""
 
 from __future__ import annotations
 
@@ -15,16 +11,6 @@ import typer
 
 from omnibatch.config import ALL_FORMATS, RunConfig
 from omnibatch.errors import InputError, OmnibatchError
-
-app = typer.Typer(
-    name="omnibatch",
-    help="Batch transcripts, captions and spoken summaries of long audio and video with Qwen3-Omni.\n\n"
-    "INPUT is a manifest (.jsonl, .jsonl.gz, .csv, .parquet), a folder (scanned recursively) or media files.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-)
 
 # Exit codes: 0 every item ok; 1 some item failed (its row says why); 2 unusable input or options;
 # 3 the engine failed or the run was interrupted (rerun the same command to resume).
@@ -103,56 +89,3 @@ def run_and_exit(config: RunConfig, verbose: bool) -> None:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_RUN_FAILED) from None
     raise typer.Exit(code)
-
-
-@app.command()
-def transcribe(
-    inputs: Inputs,
-    out: Out,
-    model: Model = None,
-    engine: Engine = "auto",
-    language: Language = None,
-    formats: Annotated[str, typer.Option(help="Comma list of parquet, srt, vtt, txt.")] = "parquet,srt,vtt,txt",
-    shard: Shard = "0/1",
-    no_resume: NoResume = False,
-    retry_errors: RetryErrors = False,
-    chunk_seconds: Annotated[float, typer.Option(help="Longest region sent to the model; cuts fall in "
-                                                 "pauses.")] = 30.0,
-    workers: Workers = 1,
-    max_new_tokens: MaxNewTokens = 256,
-    engine_option: EngineOpt = None,
-    verbose: Verbose = False,
-) -> None:
-    """Transcribe speech: full text per file, time-stamped segments, SRT/VTT/TXT subtitles."""
-    index, count = parse_shard(shard)
-    config = RunConfig(task="transcribe", inputs=inputs, out=str(out), model=model, engine=engine,
-                       language=language, formats=parse_formats(formats), shard_index=index, num_shards=count,
-                       resume=not no_resume, retry_errors=retry_errors, chunk_seconds=chunk_seconds,
-                       workers=workers, max_new_tokens=max_new_tokens,
-                       engine_options=parse_engine_options(engine_option))
-    run_and_exit(config, verbose)
-
-
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo-out"),
-    verbose: Verbose = False,
-) -> None:
-    """Run the jobs on generated example media with the embedded tiny model, and show where outputs went."""
-    from omnibatch.demo import run_demo
-
-    setup_logging(verbose)
-    try:
-        code = run_demo(out)
-    except OmnibatchError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(EXIT_RUN_FAILED)
-    raise typer.Exit(code)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,28 @@
+"""The `omnibatch` command line: a thin layer over the library, one module per command group.
+
+Nothing heavy is imported here: torch, transformers and vllm load only when an
+engine is built, so `omnibatch --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="omnibatch",
+    help="Batch transcripts, captions and spoken summaries of long audio and video with Qwen3-Omni.\n\n"
+    "INPUT is a manifest (.jsonl, .jsonl.gz, .csv, .parquet), a folder (scanned recursively) or media files.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+
+def main() -> None:
+    app()
+
+
+# The command modules register themselves on `app` (kept last: they import it).
+from omnibatch.cli import tasks, demo  # noqa: E402, F401, I001
