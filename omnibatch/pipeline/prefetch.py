@@ -79,7 +79,12 @@ def make_executor(workers: int) -> Executor:
     if workers <= 0:
         return InlineExecutor()
     # spawn: the main process may hold torch and engine threads that must not be forked.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    # Workers ignore stop signals (Slurm sends SIGTERM to every process): the main process
+    # decides when to stop, after its wave.
+    from omnibatch.run.signals import ignore_stop_signals
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=ignore_stop_signals)
 
 
 def iter_loaded(task: Task, items: Sequence[MediaItem], executor: Executor, *,

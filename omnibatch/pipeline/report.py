@@ -13,6 +13,7 @@ def summarize_stats(stats: ShardStats, out: str) -> str:
     lines = [
         f"{stats.task} {stats.shard}: {stats.ok} ok, {stats.error} failed"
         + (f", {stats.skipped_done} already done" if stats.skipped_done else "")
+        + (f" ({stats.failed_before} of them failed: pass --retry-errors to retry)" if stats.failed_before else "")
         + f" in {stats.wall_s:.1f} s"
         + (f" ({stats.media_seconds / 3600:.2f} h of media, {stats.media_seconds / max(stats.wall_s, 1e-9):.1f}x "
            "realtime)" if stats.media_seconds else ""),
@@ -34,8 +35,11 @@ def run_local(config: RunConfig) -> int:
     tiny = uses_tiny_model(config.model, config.engine)
     if tiny:
         print(TINY_NOTICE, file=sys.stderr)
-    stats = run_shard(config)
+    from omnibatch.run.attempt import shard_attempt
+
+    with shard_attempt(config) as attempt:  # log file, attempt record, stop on SIGTERM/USR2/Ctrl-C
+        stats = run_shard(config, should_stop=attempt.should_stop, progress=sys.stderr.isatty())
     print(summarize_stats(stats, config.out), file=sys.stderr)
     if tiny:
         print(TINY_NOTICE, file=sys.stderr)
-    return 1 if stats.error else 0
+    return 1 if stats.error or stats.failed_before else 0

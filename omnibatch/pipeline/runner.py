@@ -16,7 +16,7 @@ from typing import Any
 
 from omnibatch.config import RunConfig
 from omnibatch.engine.base import Engine
-from omnibatch.errors import Interrupted
+from omnibatch.errors import EngineError, Interrupted, OmnibatchError
 from omnibatch.manifests import read_inputs
 from omnibatch.output.parquet import PartWriter, drop_rows, read_written, remove_shard_parts
 from omnibatch.output.tables import SEGMENT_SCHEMA, file_schema
@@ -37,6 +37,7 @@ class ShardStats:
     engine: str = ""
     items: int = 0
     skipped_done: int = 0
+    failed_before: int = 0  # error rows from earlier attempts, kept because --retry-errors was not given
     ok: int = 0
     error: int = 0
     media_seconds: float = 0.0
@@ -82,8 +83,18 @@ EngineFactory = Callable[[RunConfig], Engine]
 def default_engine_factory(config: RunConfig) -> Engine:
     from omnibatch.engine import build_engine
 
-    return build_engine(config.engine, config.model, max_new_tokens=config.max_new_tokens,
-                        **config.engine_options)
+    return build_engine(config.engine, config.model, **config.engine_options)
+
+
+def generate(engine: Engine, requests: list[Request]) -> list[Generation]:
+    """Call the engine; a crash (not a rejected request) stops the run, resumable."""
+    try:
+        return engine.generate(requests)
+    except OmnibatchError:
+        raise
+    except Exception as exc:
+        raise EngineError(f"the {engine.name} engine failed: {describe(exc)}. Finished rows are kept; "
+                          "rerun the same command to resume.") from exc
 
 
 def select_pending(items: list[MediaItem], config: RunConfig, written: dict) -> list[MediaItem]:
@@ -100,7 +111,7 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
     Stopping flushes every finished row and raises Interrupted without writing the
     completion marker, so the next attempt resumes after the last written row.
     """
-    from omnibatch.run.sharding import select_shard
+    from omnibatch.run.sharding import shard_items
 
     started = time.perf_counter()
     rundir = RunDir(config.out_dir)
@@ -110,12 +121,14 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
 
     inputs = read_inputs(config.inputs)
     stats.skipped_inputs = [f"{s.path}: {s.reason}" for s in inputs.skipped]
-    items = select_shard(inputs.items, config.shard_index, config.num_shards)
+    items = shard_items(inputs.items, config)
     table_dir = rundir.table_dir(config.task)
     written = read_written(table_dir, fingerprint) if config.resume else {}
     pending = select_pending(items, config, written)
     stats.items = len(items)
     stats.skipped_done = len(items) - len(pending)
+    pending_ids = {it.id for it in pending}
+    stats.failed_before = sum(1 for it in items if it.id not in pending_ids and written[it.id].status == "error")
     rundir.clear_marker(config.task, config.shard_label)
     segment_dir = rundir.root / "segments"
     if not config.resume:
@@ -151,6 +164,10 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
                     result = task.finish(state.item, state.info, state.chunks, ordered, followup)
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
                     state.error = describe(exc)
+        if state.error and should_stop():
+            log.info("%s failed while stopping (%s): not recorded, the next attempt redoes it", state.item.id,
+                     state.error)  # a signal also kills the ffmpeg and engine processes mid-item
+            return
         row = base_row(state.item, state, engine)
         if result is not None:
             row.update(result.row)
@@ -172,7 +189,7 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
                 engine = engine_factory(config)
                 stats.model, stats.engine = engine.model, engine.name
             t0 = time.perf_counter()
-            generations = engine.generate([r for _, r in wave])
+            generations = generate(engine, [r for _, r in wave])
             stats.engine_s += time.perf_counter() - t0
             stats.engine_calls += 1
             for (state, request), gen in zip(wave, generations, strict=True):
@@ -189,7 +206,7 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
         answers: dict[int, Generation] = {}
         if asked:
             t0 = time.perf_counter()
-            outs = engine.generate([r for _, r in asked])
+            outs = generate(engine, [r for _, r in asked])
             stats.engine_s += time.perf_counter() - t0
             answers = {id(s): g for (s, _), g in zip(asked, outs, strict=True)}
         for state in done:
@@ -203,6 +220,8 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
     open_items: list[ItemState] = []
     try:
         for event in iter_loaded(task, pending, executor, max_pending_s=config.wave_seconds):
+            if should_stop():
+                break
             if isinstance(event, Planned):
                 open_items.append(event.state)
                 stats.regions += len(event.state.chunks)

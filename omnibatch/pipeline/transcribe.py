@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omnibatch.config import RunConfig
+from omnibatch.config import SUBTITLE_FORMATS, RunConfig
 from omnibatch.errors import MediaError
 from omnibatch.pipeline.tasks import FileResult
 from omnibatch.records import Chunk, Generation, MediaInfo, MediaItem, Request
@@ -39,6 +39,12 @@ class TranscribeTask:
         from omnibatch.stitching import stitch
 
         stitched = stitch(chunks, generations, duration_s=info.duration_s)
+        subtitle_formats = [f for f in self.config.formats if f in SUBTITLE_FORMATS]
+        if subtitle_formats:
+            from omnibatch.output.subtitles import write_subtitles
+
+            write_subtitles(self.config.out_dir / "subtitles", item.id, stitched.segments, stitched.text,
+                            subtitle_formats)
         segments = [
             {"id": item.id, "index": i, "start_s": s.start_s, "end_s": s.end_s, "text": s.text}
             for i, s in enumerate(stitched.segments)

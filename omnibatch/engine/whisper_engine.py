@@ -1,0 +1,191 @@
+"""The `whisper` engine: faster-whisper (CTranslate2) ASR on chunks planned by omnibatch.
+
+Requests arrive already cut by `chunking` (at most ~30 s, cut in pauses), so
+whisper's own VAD and its sliding window are not needed. Several chunks are
+transcribed per model call through faster-whisper's batched pipeline: the
+chunks are laid end to end and each is named as a clip, which the pipeline
+encodes and decodes as one batch. Each chunk is decoded independently
+(no conditioning on previous text), and its segments come back with times
+relative to the chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+
+from omnibatch.errors import EngineError, MissingDependencyError
+from omnibatch.records import Generation, Request, Segment
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30.0  # whisper hears 30 s at a time; longer requests go through its sliding window
+_MAX_LENGTH = 448  # whisper's decoder limit, prompt included
+_PROMPT_ROOM = 8  # start-of-transcript, language, task and timestamp tokens
+
+log = logging.getLogger(__name__)
+
+
+class WhisperEngine:
+    """faster-whisper on local CTranslate2 weights; `model` None means the bundled Whisper base."""
+
+    name = "whisper"
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        beam_size: int = 5,
+        cpu_threads: int = 0,
+        batch_size: int = 8,
+    ) -> None:
+        try:
+            from faster_whisper import BatchedInferencePipeline, WhisperModel
+        except ImportError as e:
+            raise MissingDependencyError(
+                "the whisper engine needs faster-whisper; install it with: pip install 'omnibatch[whisper]'"
+            ) from e
+        if model is None:
+            from omnibatch.models.whisper_assets import ensure_whisper_base
+
+            model = ensure_whisper_base()
+        path = Path(model).expanduser()
+        if not (path / "model.bin").is_file():
+            # faster-whisper would take a bare name for a hub id and try to download it.
+            raise EngineError(
+                f"{model} is not a CTranslate2 Whisper model folder (no model.bin); give a local path "
+                "converted with ct2-transformers-converter, or leave --model out for the bundled Whisper base"
+            )
+        self.model = str(path)
+        self.beam_size = beam_size
+        self.batch_size = max(1, batch_size)
+        try:
+            self._whisper = WhisperModel(
+                self.model, device=device, compute_type=compute_type, cpu_threads=cpu_threads
+            )
+        except (RuntimeError, ValueError) as e:
+            raise EngineError(
+                f"cannot load the Whisper model in {self.model} on {device} ({compute_type}): {e}"
+            ) from e
+        self._batched = BatchedInferencePipeline(self._whisper)
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        results: dict[int, Generation] = {}
+        batchable: list[int] = []
+        for k, req in enumerate(requests):
+            problem = _check(req)
+            if problem is not None:
+                results[k] = Generation(request_id=req.id, text="", error=problem)
+            elif req.audio.size < SAMPLE_RATE // 100:  # under 10 ms: nothing to hear
+                results[k] = Generation(request_id=req.id, text="", segments=[])
+            elif req.audio.size > WINDOW_S * SAMPLE_RATE:
+                results[k] = self._transcribe_long(req)
+            else:
+                batchable.append(k)
+
+        def key(k: int) -> tuple[str, int]:  # one language setting and token budget per model call
+            return requests[k].language or "", _max_new_tokens(requests[k])
+
+        for _, group in groupby(sorted(batchable, key=key), key=key):
+            members = list(group)
+            for i in range(0, len(members), self.batch_size):
+                batch = members[i : i + self.batch_size]
+                results.update(zip(batch, self._transcribe_batch([requests[k] for k in batch])))
+        return [results[k] for k in range(len(requests))]
+
+    def close(self) -> None:
+        self._batched = None
+        self._whisper = None
+
+    def _transcribe_batch(self, requests: list[Request]) -> list[Generation]:
+        try:
+            return self._run_batch(requests)
+        except Exception as e:  # noqa: BLE001 - one bad request must not sink its batch
+            if len(requests) == 1:
+                return [Generation(request_id=requests[0].id, text="", error=f"whisper failed: {e}")]
+            log.warning("whisper batch of %d failed (%s); retrying one by one", len(requests), e)
+            return [g for req in requests for g in self._transcribe_batch([req])]
+
+    def _run_batch(self, requests: list[Request]) -> list[Generation]:
+        audios = [np.asarray(r.audio, dtype=np.float32) for r in requests]
+        offsets = np.cumsum([0] + [a.size for a in audios])
+        clips = [
+            {"start": float(offsets[k]) / SAMPLE_RATE, "end": float(offsets[k + 1]) / SAMPLE_RATE}
+            for k in range(len(audios))
+        ]
+        language = requests[0].language
+        segments, _info = self._batched.transcribe(
+            np.concatenate(audios),
+            language=language,
+            multilingual=language is None,  # detect per chunk: one batch may hold several files
+            clip_timestamps=clips,
+            beam_size=self.beam_size,
+            without_timestamps=False,
+            condition_on_previous_text=False,
+            max_new_tokens=_max_new_tokens(requests[0]),
+            batch_size=len(requests),
+        )
+        # The pipeline marks each segment with its clip's start (`seek`, in 10 ms frames).
+        # It computes that from the clip start in whole samples; do the same, so the keys match.
+        fps = self._whisper.frames_per_second
+        by_seek = {int(int(c["start"] * SAMPLE_RATE) / SAMPLE_RATE * fps): k for k, c in enumerate(clips)}
+        found: list[list] = [[] for _ in requests]
+        for seg in segments:
+            k = by_seek.get(seg.seek)
+            if k is None:  # cannot happen unless the pipeline changes: fall back to the times
+                k = max(0, int(np.searchsorted(offsets, seg.start * SAMPLE_RATE, side="right")) - 1)
+            found[min(k, len(requests) - 1)].append(seg)
+        return [
+            _generation(req, segs, offset=clips[k]["start"], duration=audios[k].size / SAMPLE_RATE)
+            for k, (req, segs) in enumerate(zip(requests, found))
+        ]
+
+    def _transcribe_long(self, req: Request) -> Generation:
+        """A request past whisper's 30 s window: its own sliding window, still without carried context."""
+        try:
+            segments, _info = self._whisper.transcribe(
+                np.asarray(req.audio, dtype=np.float32),
+                language=req.language,
+                beam_size=self.beam_size,
+                vad_filter=False,
+                condition_on_previous_text=False,
+                without_timestamps=False,
+            )
+            return _generation(req, list(segments), offset=0.0, duration=req.audio.size / SAMPLE_RATE)
+        except Exception as e:  # noqa: BLE001
+            return Generation(request_id=req.id, text="", error=f"whisper failed: {e}")
+
+
+def _check(req: Request) -> str | None:
+    if req.audio is None:
+        return "the whisper engine transcribes audio, and this request has none"
+    if req.audio.ndim != 1:
+        return f"the whisper engine needs mono 16 kHz audio, got an array of shape {req.audio.shape}"
+    return None
+
+
+def _max_new_tokens(req: Request) -> int:
+    return max(1, min(req.max_new_tokens, _MAX_LENGTH - _PROMPT_ROOM))
+
+
+def _generation(req: Request, segs: list, *, offset: float, duration: float) -> Generation:
+    out: list[Segment] = []
+    for s in segs:
+        text = s.text.strip()
+        if not text:
+            continue
+        start = min(max(s.start - offset, 0.0), duration)
+        end = min(max(s.end - offset, start), duration)
+        out.append(Segment(round(float(start), 3), round(float(end), 3), text))
+    text = "".join(s.text for s in segs).strip()
+    return Generation(
+        request_id=req.id,
+        text=" ".join(text.split()),
+        segments=out,
+        output_tokens=sum(len(s.tokens) for s in segs),
+    )
