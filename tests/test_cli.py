@@ -100,7 +100,7 @@ def test_transcribe_mixed_manifest_on_the_tiny_model(mixed_manifest, tmp_path):
         assert row["engine"] == "transformers" and row["error"] is None
         assert row["text"] and row["num_chunks"] >= 1
         assert row["kind"] == ("video" if key in ("mp4", "webm") else "audio")
-        assert 1.0 < row["duration_s"] < 10.0
+        assert 1.0 < row["duration_s"] < 20.0
     assert json.loads(rows["mp4"]["extra"]) == {"show": "demo"}
     assert json.loads(rows["wav"]["extra"]) == {"meta": {"said": SPOKEN["wav"]}}
     # The same table through DuckDB; the run folder records the config and versions.

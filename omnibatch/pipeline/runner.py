@@ -149,25 +149,37 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
     bar = tqdm(total=len(pending), desc=f"{config.task} {config.shard_label}", unit="file",
                disable=not progress, dynamic_ncols=True)
 
-    def finish(state: ItemState, followup: Generation | None) -> None:
+    deferred: list[tuple[ItemState, FileResult]] = []
+    defer_rows = hasattr(task, "finalize")  # e.g. speech: rendered for all files after all Thinker work
+
+    def finish(state: ItemState, rounds: list[list[Generation]]) -> None:
         result: FileResult | None = None
         if state.error is None:
             ordered = [state.generations[c.index] for c in state.chunks]
             failed = next((g for g in ordered if g.error), None)
+            answer_error = next((g.error for r in rounds for g in r if g.error), None)
             if failed is not None:
                 chunk = state.chunks[ordered.index(failed)]
                 state.error = f"region {chunk.start_s:.1f}-{chunk.end_s:.1f} s: {failed.error}"
-            elif followup is not None and followup.error:
-                state.error = followup.error
+            elif answer_error:
+                state.error = answer_error
             else:
                 try:
-                    result = task.finish(state.item, state.info, state.chunks, ordered, followup)
+                    result = task.finish(state.item, state.info, state.chunks, ordered, rounds)
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
                     state.error = describe(exc)
         if state.error and should_stop():
             log.info("%s failed while stopping (%s): not recorded, the next attempt redoes it", state.item.id,
                      state.error)  # a signal also kills the ffmpeg and engine processes mid-item
             return
+        if defer_rows and result is not None:
+            deferred.append((state, result))
+        else:
+            record(state, result)
+
+    def record(state: ItemState, result: FileResult | None) -> None:
+        if result is not None and result.error and not state.error:
+            state.error = result.error
         row = base_row(state.item, state, engine)
         if result is not None:
             row.update(result.row)
@@ -182,39 +194,57 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
             stats.media_seconds += state.info.duration_s if state.info else 0.0
         bar.update(1)
 
-    def run_wave(wave: list[tuple[ItemState, Request]], finished: list[ItemState]) -> None:
+    def ensure_engine() -> Engine:
         nonlocal engine
+        if engine is None:
+            engine = engine_factory(config)
+            stats.model, stats.engine = engine.model, engine.name
+        return engine
+
+    def timed_generate(requests: list[Request]) -> list[Generation]:
+        t0 = time.perf_counter()
+        outs = generate(ensure_engine(), requests)
+        stats.engine_s += time.perf_counter() - t0
+        stats.engine_calls += 1
+        for gen in outs:
+            stats.prompt_tokens += gen.prompt_tokens
+            stats.output_tokens += gen.output_tokens
+        return outs
+
+    def run_followups(done: list[ItemState]) -> dict[int, list[list[Generation]]]:
+        """Extra Thinker passes over text (e.g. map-reduce summaries), batched across files, round by round."""
+        rounds: dict[int, list[list[Generation]]] = {id(s): [] for s in done}
+        active = [s for s in done if s.error is None and not any(g.error for g in s.generations.values())]
+        while active:
+            asked: list[tuple[ItemState, list[Request]]] = []
+            for s in active:
+                ordered = [s.generations[c.index] for c in s.chunks]
+                requests = task.followup(s.item, s.info, s.chunks, ordered, rounds[id(s)])
+                if requests:
+                    asked.append((s, requests))
+            if not asked:
+                break
+            outs = iter(timed_generate([r for _, reqs in asked for r in reqs]))
+            for s, reqs in asked:
+                rounds[id(s)].append([next(outs) for _ in reqs])
+            active = [s for s, _ in asked if not any(g.error for g in rounds[id(s)][-1])]
+        return rounds
+
+    def run_wave(wave: list[tuple[ItemState, Request]], open_items: list[ItemState]) -> None:
         if wave:
-            if engine is None:
-                engine = engine_factory(config)
-                stats.model, stats.engine = engine.model, engine.name
-            t0 = time.perf_counter()
-            generations = generate(engine, [r for _, r in wave])
-            stats.engine_s += time.perf_counter() - t0
-            stats.engine_calls += 1
+            generations = timed_generate([r for _, r in wave])
             for (state, request), gen in zip(wave, generations, strict=True):
-                index = int(request.id.rsplit("#", 1)[1])
-                state.generations[index] = gen
-                stats.prompt_tokens += gen.prompt_tokens
-                stats.output_tokens += gen.output_tokens
-        done = [s for s in finished if s.complete]
-        finished[:] = [s for s in finished if not s.complete]
-        followups = [(s, task.followup(s.item, s.info, s.chunks, [s.generations[c.index] for c in s.chunks]))
-                     if s.error is None and not any(g.error for g in s.generations.values()) else (s, None)
-                     for s in done]
-        asked = [(s, r) for s, r in followups if r is not None]
-        answers: dict[int, Generation] = {}
-        if asked:
-            t0 = time.perf_counter()
-            outs = generate(engine, [r for _, r in asked])
-            stats.engine_s += time.perf_counter() - t0
-            answers = {id(s): g for (s, _), g in zip(asked, outs, strict=True)}
+                state.generations[int(request.id.rsplit("#", 1)[1])] = gen
+        done = [s for s in open_items if s.complete]
+        open_items[:] = [s for s in open_items if not s.complete]
+        rounds = run_followups(done)
         for state in done:
-            finish(state, answers.get(id(state)))
+            finish(state, rounds[id(state)])
         rows.flush()
         segments.flush()
 
     executor = make_executor(config.workers)
+    closed = False
     wave: list[tuple[ItemState, Request]] = []
     wave_s = 0.0
     open_items: list[ItemState] = []
@@ -239,12 +269,19 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
         if should_stop():
             raise Interrupted("stopped on request before the last wave; rerun the same command to resume")
         run_wave(wave, open_items)
+        if defer_rows:
+            if engine is not None:  # free the Thinker before the speech models load
+                engine.close()
+                closed = True
+            task.finalize(deferred, should_stop)
+            for state, result in deferred:
+                record(state, result)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
         bar.close()
         rows.flush()
         segments.flush()
-        if engine is not None:
+        if engine is not None and not closed:
             engine.close()
     stats.wall_s = time.perf_counter() - started
     rundir.mark_complete(config.task, config.shard_label, stats.as_dict())

@@ -2,8 +2,13 @@
 
 `plan` and `load` run in decode worker processes (they must be picklable and
 light); `finish` runs in the main process once every region of a file has come
-back from the engine. A task may ask for one more Thinker pass over text per
-file (`followup`), e.g. a whole-file caption written from the clip captions.
+back from the engine. A task may ask for more Thinker passes over text per file
+(`followup`, called round after round until it asks for nothing), e.g. a
+whole-file caption written from the clip captions, or map-reduce summaries.
+
+A task with a `finalize(results, should_stop)` method gets every finished file
+of the shard at once after all Thinker work, with the Thinker engine closed,
+and may fill in or fail their rows: the speech stage of `summarize` does this.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ class Task(Protocol):
 
     def load(self, item: MediaItem, info: MediaInfo, chunk: Chunk) -> Request: ...
 
-    def followup(self, item: MediaItem, info: MediaInfo, chunks: list[Chunk],
-                 generations: list[Generation]) -> Request | None: ...
+    def followup(self, item: MediaItem, info: MediaInfo, chunks: list[Chunk], generations: list[Generation],
+                 rounds: list[list[Generation]]) -> list[Request]: ...
 
     def finish(self, item: MediaItem, info: MediaInfo, chunks: list[Chunk], generations: list[Generation],
-               followup: Generation | None) -> FileResult: ...
+               rounds: list[list[Generation]]) -> FileResult: ...

@@ -31,11 +31,11 @@ class TranscribeTask:
         return Request(id=chunk.id, prompt=asr_prompt(language), audio=audio, language=language,
                        max_new_tokens=self.config.max_new_tokens)
 
-    def followup(self, item, info, chunks, generations) -> Request | None:
-        return None
+    def followup(self, item, info, chunks, generations, rounds) -> list[Request]:
+        return []
 
     def finish(self, item: MediaItem, info: MediaInfo, chunks: list[Chunk], generations: list[Generation],
-               followup: Generation | None) -> FileResult:
+               rounds: list[list[Generation]]) -> FileResult:
         from omnibatch.stitching import stitch
 
         stitched = stitch(chunks, generations, duration_s=info.duration_s)

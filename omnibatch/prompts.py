@@ -1,0 +1,168 @@
+"""Task prompts and chat messages, shared by every Qwen3-Omni engine.
+
+The transformers and vLLM engines both build their prompt text with
+`render_prompt`, so the same request gives the same token ids in either.
+Messages carry media as placeholders only (`{"type": "audio"}`); each engine
+hands the arrays to its processor in the order the parts appear: per request,
+video first, then audio.
+
+A request with both video and audio means "the video with its own sound track":
+the message names only the video, and engines pass `use_audio_in_video=True`
+so the processor interleaves the two streams by time (Qwen3-Omni's convention).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from omnibatch.errors import InputError
+from omnibatch.models.resolve import Variant
+from omnibatch.records import Request
+
+# Speech input languages of Qwen3-Omni, plus common others; code -> English name.
+LANGUAGE_NAMES: dict[str, str] = {
+    "en": "English",
+    "zh": "Chinese",
+    "yue": "Cantonese",
+    "ko": "Korean",
+    "ja": "Japanese",
+    "de": "German",
+    "ru": "Russian",
+    "it": "Italian",
+    "fr": "French",
+    "es": "Spanish",
+    "pt": "Portuguese",
+    "ms": "Malay",
+    "nl": "Dutch",
+    "id": "Indonesian",
+    "tr": "Turkish",
+    "vi": "Vietnamese",
+    "ar": "Arabic",
+    "ur": "Urdu",
+    "hi": "Hindi",
+    "th": "Thai",
+    "pl": "Polish",
+    "uk": "Ukrainian",
+    "cs": "Czech",
+    "sv": "Swedish",
+    "da": "Danish",
+    "fi": "Finnish",
+    "no": "Norwegian",
+    "el": "Greek",
+    "he": "Hebrew",
+    "fa": "Persian",
+    "ro": "Romanian",
+    "hu": "Hungarian",
+    "bn": "Bengali",
+    "ta": "Tamil",
+    "tl": "Filipino",
+    "sw": "Swahili",
+}
+
+ASR_PROMPT = "Transcribe the audio into text."
+ASR_PROMPT_WITH_LANGUAGE = "Transcribe the {language} audio into text."
+# The Qwen3-Omni authors prompt Chinese ASR in Chinese.
+ASR_PROMPT_CHINESE = "请将这段中文语音转换为纯文本。"
+
+CAPTION_PROMPT_AUDIO = (
+    "Describe this audio in detail: who is speaking and what they say, their tone, "
+    "the other sounds and any music, and the setting they suggest."
+)
+CAPTION_PROMPT_VIDEO = (
+    "Describe this video in detail: what is shown, what is heard (speech, sounds, music), "
+    "and how the picture and the sound relate."
+)
+SUMMARY_PROMPT = (
+    "Summarize the following transcript in a few plain sentences, as if telling someone "
+    "what the recording is about.\n\nTranscript:\n{transcript}"
+)
+
+
+def language_name(language: str) -> str:
+    """English name for a language code ("en", "en-US", "zh_CN") or a name ("english")."""
+    raw = language.strip()
+    code = raw.replace("_", "-").split("-")[0].lower()
+    if code in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[code]
+    by_name = {name.lower(): name for name in LANGUAGE_NAMES.values()}
+    if raw.lower() in by_name:
+        return by_name[raw.lower()]
+    if len(raw) > 3 and raw.replace(" ", "").isalpha():
+        return raw[0].upper() + raw[1:]  # a language name we do not list: use it as written
+    raise InputError(
+        f"unknown language {language!r}: use an ISO 639-1 code ({', '.join(sorted(LANGUAGE_NAMES))}) "
+        "or an English language name"
+    )
+
+
+def asr_prompt(language: str | None) -> str:
+    if not language:
+        return ASR_PROMPT
+    name = language_name(language)
+    if name == "Chinese":
+        return ASR_PROMPT_CHINESE
+    return ASR_PROMPT_WITH_LANGUAGE.format(language=name)
+
+
+def caption_prompt(kind: Literal["audio", "video"], variant: Variant = "instruct") -> str | None:
+    """The captioning prompt; None for the Captioner, which takes audio and no text."""
+    if variant == "captioner":
+        return None
+    return CAPTION_PROMPT_VIDEO if kind == "video" else CAPTION_PROMPT_AUDIO
+
+
+def summary_prompt(transcript: str) -> str:
+    return SUMMARY_PROMPT.format(transcript=transcript.strip())
+
+
+def build_conversation(request: Request, variant: Variant = "instruct") -> list[dict[str, Any]]:
+    """Chat messages for one request: an optional system turn, then one user turn."""
+    if variant == "captioner":
+        check_captioner_request(request)
+    parts: list[dict[str, Any]] = []
+    if request.video is not None:
+        parts.append({"type": "video"})  # with audio too, the audio is this video's track
+    elif request.audio is not None:
+        parts.append({"type": "audio"})
+    if request.prompt:
+        parts.append({"type": "text", "text": request.prompt})
+    if not parts:
+        raise InputError(f"request {request.id} has no prompt, audio or video: nothing to ask the model")
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
+    messages.append({"role": "user", "content": parts})
+    return messages
+
+
+def render_prompt(processor: Any, request: Request, variant: Variant = "instruct") -> str:
+    """The prompt text (media as single placeholders) for `request`, via the model's chat template."""
+    text = processor.apply_chat_template(
+        build_conversation(request, variant), add_generation_prompt=True, tokenize=False
+    )
+    if isinstance(text, list):  # some processor versions return one string per conversation
+        (text,) = text
+    return text
+
+
+def check_captioner_request(request: Request) -> None:
+    # Upstream: the Captioner is single-turn, audio in, text out, with no text prompt.
+    if request.audio is None or request.video is not None:
+        raise InputError(f"request {request.id}: the Captioner model takes audio only (no video)")
+    if request.prompt or request.system:
+        raise InputError(
+            f"request {request.id}: the Captioner model takes no text prompt; build its requests with "
+            "prompt=None (caption_prompt(kind, 'captioner') returns None)"
+        )
+
+
+def uses_audio_in_video(request: Request) -> bool:
+    return request.video is not None and request.audio is not None
+
+
+def strip_thinking(text: str) -> str:
+    """The answer part of a Thinking model's output (after its reasoning block)."""
+    marker = "</think>"
+    if marker in text:
+        return text.split(marker, 1)[1].strip()
+    return text.strip()
