@@ -17,6 +17,8 @@ SENTENCES = {
     "weather": "Tomorrow will be sunny in the morning, with light rain expected in the evening.",
     "recipe": "Mix two cups of flour with one cup of water, then knead the dough for ten minutes.",
 }
+# What make_example_media writes; manifests/example.* point at these.
+EXAMPLE_NAMES = ("welcome.wav", "weather.mp3", "recipe.m4a", "welcome-video.mp4", "recipe-video.webm")
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,10 @@ def write_manifest(folder: Path, files: list[ExampleFile]) -> Path:
     return manifest
 
 
-def run_demo(out: Path) -> int:
+def run_demo(out: Path, media: Path) -> int:
     from omnibatch.pipeline.report import run_local
 
-    out = out.resolve()
-    media = out / "examples"
+    out, media = out.resolve(), media.resolve()
     print(f"generating example media in {media} ...", file=sys.stderr)
     manifest = write_manifest(media, make_example_media(media))
     code = 0
@@ -87,7 +88,7 @@ def run_demo(out: Path) -> int:
         code = max(code, run_local(config))
     print(f"\ndemo outputs are in {out}:", file=sys.stderr)
     for path in sorted(out.rglob("*")):
-        if path.is_file() and "examples" not in path.relative_to(out).parts[:1]:
+        if path.is_file():
             print(f"  {path.relative_to(out)}", file=sys.stderr)
     print("read them with: python -c \"import pyarrow.parquet as pq; "
           f"print(pq.read_table('{out}/transcribe').to_pandas())\"", file=sys.stderr)

@@ -275,10 +275,13 @@ def test_extension_sets() -> None:
 
 def test_bundled_example_manifests_read() -> None:
     examples = Path(__file__).resolve().parents[1] / "manifests"
-    for name in ["example.jsonl", "example.csv"]:
+    from omnibatch.demo import EXAMPLE_NAMES
+
+    for name, count in [("example.jsonl", 4), ("example.csv", 3)]:
         items = read_inputs([examples / name]).items
-        assert len(items) == 3
+        assert len(items) == count
         assert all(i.path.parent == examples.parent / "examples" / "media" for i in items)
+        assert {i.path.name for i in items} <= set(EXAMPLE_NAMES)  # files `omnibatch demo` generates
 
 
 def test_media_files_named_in_a_manifest_need_not_exist(tmp_path: Path) -> None:

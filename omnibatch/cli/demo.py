@@ -15,6 +15,8 @@ from omnibatch.errors import OmnibatchError
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo-out"),
+    media: Annotated[Path, typer.Option(help="Where to generate the example media (the manifests in "
+                                        "manifests/ point here).")] = Path("examples/media"),
     verbose: Verbose = False,
 ) -> None:
     """Run the jobs on generated example media with the embedded tiny model, and show where outputs went."""
@@ -22,7 +24,7 @@ def demo(
 
     setup_logging(verbose)
     try:
-        code = run_demo(out)
+        code = run_demo(out, media)
     except OmnibatchError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_RUN_FAILED)
