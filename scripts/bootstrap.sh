@@ -11,7 +11,7 @@ want_test=0
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_packages=(ffmpeg espeak-ng)
-[ "$want_test" = 1 ] && apt_packages+=(alsa-utils slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge)
+[ "$want_test" = 1 ] && apt_packages+=(alsa-utils gnome-user-docs slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

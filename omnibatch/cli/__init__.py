@@ -25,4 +25,4 @@ def main() -> None:
 
 
 # The command modules register themselves on `app` (kept last: they import it).
-from omnibatch.cli import tasks, demo  # noqa: E402, F401, I001
+from omnibatch.cli import tasks, demo, jobs  # noqa: E402, F401, I001

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,9 +81,23 @@ def setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+@dataclass
+class CapturedConfig:
+    """While `capturing` holds one, a job command fills in its config and returns instead of running:
+    `omnibatch submit` parses the task's options with the task's own command."""
+
+    config: RunConfig | None = None
+
+
+capturing: ContextVar[CapturedConfig | None] = ContextVar("omnibatch_capturing", default=None)
+
+
 def run_and_exit(config: RunConfig, verbose: bool) -> None:
     from omnibatch.pipeline.report import run_local
 
+    if (captured := capturing.get()) is not None:
+        captured.config = config
+        return
     setup_logging(verbose)
     try:
         code = run_local(config)

@@ -59,6 +59,14 @@ def build_task(config: RunConfig) -> Task:
         from omnibatch.pipeline.transcribe import TranscribeTask
 
         return TranscribeTask(config)
+    if config.task == "caption":
+        from omnibatch.pipeline.caption import CaptionTask
+
+        return CaptionTask(config)
+    if config.task == "summarize":
+        from omnibatch.pipeline.summarize import SummarizeTask
+
+        return SummarizeTask(config)
     raise NotImplementedError(f"task {config.task!r} is not built yet")
 
 

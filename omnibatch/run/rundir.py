@@ -6,6 +6,10 @@
     _run/stats/<task>-<shard>.json   counters and timings of the shard's last attempt
     _run/logs/<task>-<shard>.log     the shard's log, appended across attempts
     _run/errors/<task>-<shard>.jsonl the failed items, with their errors
+    _run/attempts/<task>-<shard>.json each attempt: when, where (host, Slurm ids), how it ended
+    _run/durations.json              probed media durations that shards are balanced by
+    _run/slurm/                      rendered sbatch scripts, submitted job ids, Slurm's output files
+    _run/summary.json                written by `omnibatch status DIR --write`
 """
 
 from __future__ import annotations
@@ -65,6 +69,13 @@ class RunDir:
 
     def errors_path(self, task: str, shard: str) -> Path:
         return self.meta / "errors" / f"{task}-{shard}.jsonl"
+
+    def attempts_path(self, task: str, shard: str) -> Path:
+        return self.meta / "attempts" / f"{task}-{shard}.json"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.meta / "slurm"
 
     def table_dir(self, task: str) -> Path:
         return self.root / task

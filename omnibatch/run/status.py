@@ -1,0 +1,179 @@
+"""`omnibatch status DIR`: what a run folder says about its progress, read from `_run/` and the tables.
+
+Shards come from the configs, markers and attempt records; items from the
+Parquet rows themselves (the ground truth: a row exists or it does not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omnibatch.config import TASKS, RunConfig
+from omnibatch.errors import InputError
+from omnibatch.run.attempt import AttemptRecord, read_attempts
+from omnibatch.run.rundir import RunDir, write_text_atomic
+
+
+@dataclass
+class ShardStatus:
+    index: int
+    label: str
+    state: str  # done | running | stopped | requeued | failed | pending
+    attempts: int = 0
+    detail: str | None = None
+
+
+@dataclass
+class TaskStatus:
+    task: str
+    num_shards: int
+    shards: list[ShardStatus]
+    items_total: int | None = None  # None when the inputs cannot be read from here
+    ok: int = 0
+    error: int = 0
+    media_s: float = 0.0  # of the ok items
+    elapsed_s: float = 0.0  # first attempt start to last attempt end (or now)
+    shard_s: float = 0.0  # summed wall time of all attempts
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, state: str) -> int:
+        return sum(1 for s in self.shards if s.state == state)
+
+    @property
+    def complete(self) -> bool:
+        return all(s.state == "done" for s in self.shards)
+
+
+@dataclass
+class RunStatus:
+    root: str
+    tasks: list[TaskStatus]
+
+    def exit_code(self) -> int:
+        """0 all done and ok, 1 all done with failed items, 3 some shard not done."""
+        if not all(t.complete for t in self.tasks):
+            return 3
+        return 1 if any(t.error for t in self.tasks) else 0
+
+
+def read_status(root: Path) -> RunStatus:
+    rundir = RunDir(Path(root))
+    configs = [rundir.config_path(t) for t in TASKS if rundir.config_path(t).exists()]
+    if not configs:
+        raise InputError(f"{root} holds no omnibatch run (no _run/config-<task>.json): check the folder")
+    return RunStatus(str(root), [task_status(rundir, RunConfig.from_json(p.read_text())) for p in configs])
+
+
+def task_status(rundir: RunDir, config: RunConfig) -> TaskStatus:
+    now = time.time()
+    shards, starts, ends, shard_s = [], [], [], 0.0
+    for i in range(config.num_shards):
+        label = config.with_shard(i, config.num_shards).shard_label
+        history = read_attempts(rundir.attempts_path(config.task, label))
+        shards.append(_shard(i, label, history, rundir.is_complete(config.task, label)))
+        for a in history:
+            starts.append(a.started)
+            ends.append(a.ended or now)
+            shard_s += (a.ended or now) - a.started
+    status = TaskStatus(config.task, config.num_shards, shards, shard_s=shard_s,
+                        elapsed_s=(max(ends) - min(starts)) if starts else 0.0)
+    _count_rows(rundir.table_dir(config.task), config.fingerprint(), status)
+    try:
+        from omnibatch.manifests import read_inputs
+
+        status.items_total = len(read_inputs(config.inputs).items)
+    except Exception:  # noqa: BLE001 - inputs elsewhere or gone: status still reports the rows
+        status.items_total = None
+    return status
+
+
+def _shard(index: int, label: str, history: list[AttemptRecord], complete: bool) -> ShardStatus:
+    if complete:
+        return ShardStatus(index, label, "done", len(history))
+    if not history:
+        return ShardStatus(index, label, "pending")
+    last = history[-1]
+    if last.state == "running" and last.host == socket.gethostname() and not _alive(last.pid):
+        return ShardStatus(index, label, "failed", len(history), f"process {last.pid} on {last.host} is gone "
+                           "(killed?); submit or run again to resume")
+    job = last.slurm.get("SLURM_JOB_ID")
+    where = f"on {last.host}" + (f", Slurm job {job}" if job else "")
+    detail = last.detail if last.state != "running" else f"{where} since {time.ctime(last.started)}"
+    if last.state == "done":  # ran to the end but its marker is gone: a later attempt cleared it
+        return ShardStatus(index, label, "pending", len(history), "completion marker missing")
+    return ShardStatus(index, label, last.state, len(history), detail)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _count_rows(table_dir: Path, fingerprint: str, status: TaskStatus) -> None:
+    import pyarrow.parquet as pq
+
+    from omnibatch.output.parquet import FINGERPRINT_KEY, part_files
+
+    rows: dict[str, dict[str, Any]] = {}
+    for part in part_files(table_dir):
+        if (pq.read_schema(part).metadata or {}).get(FINGERPRINT_KEY, b"").decode() != fingerprint:
+            continue
+        table = pq.read_table(part, columns=["id", "path", "status", "error", "duration_s"])
+        for row in table.to_pylist():
+            rows[row["id"]] = row
+    for row in rows.values():
+        if row["status"] == "error":
+            status.error += 1
+            status.failed.append({"id": row["id"], "path": row["path"], "error": row["error"]})
+        else:
+            status.ok += 1
+            status.media_s += row["duration_s"] or 0.0
+
+
+def format_status(run: RunStatus, *, max_failed: int = 20) -> str:
+    lines = [f"run folder: {run.root}"]
+    for t in run.tasks:
+        states = ", ".join(f"{t.count(s)} {s}" for s in ("done", "running", "requeued", "stopped", "failed",
+                                                          "pending") if t.count(s))
+        lines.append(f"{t.task}: {t.num_shards} shards: {states}")
+        total = f" of {t.items_total}" if t.items_total is not None else ""
+        lines.append(f"  items: {t.ok + t.error}{total} written: {t.ok} ok, {t.error} failed")
+        if t.media_s:
+            rate = f"{t.media_s / t.elapsed_s:.1f}x realtime" if t.elapsed_s else "n/a"
+            per_shard = f", {t.media_s / t.shard_s:.1f}x per shard" if t.shard_s else ""
+            lines.append(f"  media: {t.media_s / 3600:.2f} h processed in {_clock(t.elapsed_s)} "
+                         f"({rate}{per_shard})")
+        for s in t.shards:
+            if s.state != "done" and s.state != "pending" or s.detail:
+                lines.append(f"  shard {s.label}: {s.state} after {s.attempts} attempt(s)"
+                             + (f": {s.detail}" if s.detail else ""))
+        for f in t.failed[:max_failed]:
+            lines.append(f"  FAILED {f['id']} ({f['path']}): {f['error']}")
+        if len(t.failed) > max_failed:
+            lines.append(f"  ... and {len(t.failed) - max_failed} more failed items (the error column of "
+                         f"{run.root}/{t.task}/ lists them all)")
+    return "\n".join(lines)
+
+
+def write_summary(run: RunStatus) -> Path:
+    path = RunDir(Path(run.root)).meta / "summary.json"
+    data = {"written": time.time(), "exit_code": run.exit_code(), **asdict(run)}
+    write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
+    return path
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

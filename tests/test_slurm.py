@@ -1,0 +1,169 @@
+"""`omnibatch submit` on a real single-node Slurm cluster (tests/slurm_cluster.py).
+
+The same spoken manifest goes through a local single process and through a
+3-task job array; the rows must match. Then tasks are cancelled, requeued and
+told their time is up while they run, and every item must still appear once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from omnibatch.run.attempt import read_attempts
+from omnibatch.run.rundir import RunDir
+from omnibatch.run.slurm_script import SlurmOptions
+from omnibatch.run.submit import read_jobs, submit_run
+from tests._scaleout_media import (
+    MISSING_ID,
+    make_speech_manifest,
+    omnibatch_cmd,
+    read_rows,
+    run_shard_to_end,
+    start_shard,
+    tiny_config,
+    wait_for,
+    write_config,
+)
+from tests.slurm_cluster import slurm_cluster  # noqa: F401 - the session fixture
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+ITEMS = 30  # ten per shard: a shard runs long enough to be caught in the middle
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return make_speech_manifest(tmp_path_factory.mktemp("speech"), ITEMS)
+
+
+@pytest.fixture(scope="module")
+def reference(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "out"
+    done = run_shard_to_end(write_config(tiny_config(manifest, out), out.parent / "config.json"))
+    assert done.returncode == 1, done.stderr
+    return read_rows(out)
+
+
+def shard_rows(out: Path, index: int) -> int:
+    total = 0
+    for part in (out / "transcribe").glob(f"part-{index:05d}-*.parquet"):
+        try:
+            total += pq.read_metadata(part).num_rows
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def wait_job(cluster, job: str, timeout: float = 600) -> None:
+    cluster.wait_gone(job, timeout)
+
+
+def test_array_job_writes_what_a_local_run_writes(slurm_cluster, manifest, reference, tmp_path):
+    out = tmp_path / "out"
+    submit = [*omnibatch_cmd("submit", "transcribe", str(manifest), "--out", str(out), "--array", "3",
+                             "--cpus-per-task", "1", "--time", "20:00", "--engine", "transformers",
+                             "--max-new-tokens", "6", "-E", "batch_size=1", "--formats", "parquet")]
+    done = subprocess.run(submit, capture_output=True, text=True, timeout=300, env=slurm_cluster.env)
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.strip()
+    assert job.isdigit(), done.stdout
+    summary_job = read_jobs(RunDir(out))[0]["summary_job"]
+    wait_job(slurm_cluster, job)
+    wait_job(slurm_cluster, summary_job, 120)
+
+    assert read_rows(out) == reference, slurm_cluster.logs()
+    rundir = RunDir(out)
+    labels = [f"{i:05d}-of-00003" for i in range(3)]
+    assert all(rundir.is_complete("transcribe", label) for label in labels)
+    for i, label in enumerate(labels):
+        log = rundir.log_path("transcribe", label).read_text()
+        assert f"SLURM_ARRAY_JOB_ID={job}" in log and f"SLURM_ARRAY_TASK_ID={i}" in log
+        assert (rundir.slurm_dir / f"omnibatch-transcribe-{job}_{i}.out").exists()
+    items = [json.loads(rundir.stats_path("transcribe", label).read_text())["items"] for label in labels]
+    assert sum(items) == ITEMS + 1 and min(items) >= 8
+    summary = json.loads((rundir.meta / "summary.json").read_text())
+    assert [s["state"] for s in summary["tasks"][0]["shards"]] == ["done"] * 3
+    assert summary["tasks"][0]["ok"] == ITEMS and summary["exit_code"] == 1
+
+    again = subprocess.run(submit, capture_output=True, text=True, timeout=300, env=slurm_cluster.env)
+    assert again.returncode == 0 and again.stdout == "" and "nothing to submit" in again.stderr
+    assert len(read_jobs(rundir)) == 1
+
+
+def requeue_now(cluster, task_job: str, timeout: float = 60) -> None:
+    """Make a requeued task start again at once (Slurm holds requeued jobs back ~2 minutes)."""
+    wait_for(lambda: cluster.state(task_job) == "PENDING", timeout, f"{task_job} to be pending")
+    cluster.run("scontrol", "update", f"JobId={task_job}", "StartTime=now")
+
+
+def test_cancelled_requeued_and_timed_out_tasks_resume_to_each_item_once(slurm_cluster, manifest, reference,
+                                                                         tmp_path):
+    out = tmp_path / "out"
+    config = tiny_config(manifest, out)  # small waves and parts: progress lands in many small steps
+    started = submit_run(config, SlurmOptions(num_shards=3, cpus_per_task=1, time="20:00", max_parallel=2))
+    job = started.array_job
+    assert started.shards == [0, 1, 2] and job
+
+    # Shard 0: cancelled mid-run (SIGTERM, as preemption does), then requeued by hand.
+    wait_for(lambda: shard_rows(out, 0) >= 2, 180, "shard 0's first rows", interval=0.1)
+    slurm_cluster.run("scancel", f"{job}_0")
+    # Shard 1: told its time limit is near (the USR2 that --signal=B:USR2@margin sends); it requeues itself.
+    wait_for(lambda: shard_rows(out, 1) >= 2, 180, "shard 1's first rows", interval=0.1)
+    slurm_cluster.run("scancel", "--signal=USR2", "--batch", f"{job}_1")
+
+    wait_for(lambda: not any(line.startswith(f"{job}_0 ") for line in slurm_cluster.queued(job)), 120,
+             "shard 0 to end")
+    rows_0 = shard_rows(out, 0)
+    assert slurm_cluster.state(f"{job}_0") == "CANCELLED"
+    slurm_cluster.run("scontrol", "requeue", f"{job}_0")
+    requeue_now(slurm_cluster, f"{job}_0")
+    requeue_now(slurm_cluster, f"{job}_1", timeout=120)  # nobody but the shard itself requeued it
+
+    wait_job(slurm_cluster, job)
+    wait_job(slurm_cluster, started.summary_job, 120)
+    assert read_rows(out) == reference, slurm_cluster.logs()
+
+    rundir = RunDir(out)
+    history = [read_attempts(rundir.attempts_path("transcribe", f"{i:05d}-of-00003")) for i in range(3)]
+    assert [a.state for a in history[0]] == ["stopped", "done"]
+    assert history[0][0].detail.startswith("SIGTERM")
+    assert [a.state for a in history[1]] == ["requeued", "done"]
+    assert history[1][1].slurm["SLURM_RESTART_COUNT"] == "1"
+    assert [a.state for a in history[2]] == ["done"]
+    assert 2 <= rows_0 < json.loads(rundir.stats_path("transcribe", "00000-of-00003").read_text())["items"]
+    stats_0 = json.loads(rundir.stats_path("transcribe", "00000-of-00003").read_text())
+    assert stats_0["skipped_done"] == rows_0  # the second attempt redid nothing
+    output_1 = (rundir.slurm_dir / f"omnibatch-transcribe-{job}_1.out").read_text()
+    assert "got SIGUSR2" in output_1
+    assert output_1.count("omnibatch: shard 1/3") == 2  # appended across the requeue, not truncated
+    summary = json.loads((rundir.meta / "summary.json").read_text())
+    assert [s["state"] for s in summary["tasks"][0]["shards"]] == ["done"] * 3
+    assert {f["id"] for f in summary["tasks"][0]["failed"]} == {MISSING_ID}
+
+    status = subprocess.run(omnibatch_cmd("status", str(out)), capture_output=True, text=True, timeout=120)
+    assert status.returncode == 1 and "3 done" in status.stdout
+
+
+def test_resubmit_runs_only_unfinished_shards(slurm_cluster, manifest, tmp_path):
+    out = tmp_path / "out"
+    config = tiny_config(manifest, out)
+    options = SlurmOptions(num_shards=4, cpus_per_task=1, time="20:00")
+    # Shards 0 and 2 ran earlier (here: locally, with the same config file).
+    first = submit_run(config, options, dry_run=True)
+    assert first.shards == [0, 1, 2, 3]
+    ran = [start_shard(RunDir(out).config_path("transcribe"), shard) for shard in ("0/4", "2/4")]
+    assert all(proc.wait(timeout=300) in (0, 1) for proc in ran)  # 1: the shard holding the missing file
+    started = submit_run(config, options)
+    assert started.shards == [1, 3]
+    assert "#SBATCH --array=1,3\n" in started.script.read_text()
+    with pytest.raises(Exception, match="queued or running"):
+        submit_run(config, options)  # the earlier submission still holds tasks
+    wait_job(slurm_cluster, started.array_job)
+    wait_job(slurm_cluster, started.summary_job, 120)
+    rows = read_rows(out)
+    assert len(rows) == ITEMS + 1
+    assert submit_run(config, options).shards == []
