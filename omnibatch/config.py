@@ -39,9 +39,12 @@ class RunConfig:
     fps: float = 1.0
     max_frames: int = 32
     clip_seconds: float = 30.0
+    max_pixels: int = 256 * 32 * 32  # per sampled frame: 256 merged vision tokens (media.video)
     speaker: str = "Ethan"
     speak: bool = True
     max_words: int = 120
+    summary_piece_chars: int = 12000  # map-reduce: the most transcript characters in one summary prompt
+    speech_timeout_s: float = 900.0  # one batch of speech; a stuck stage fails its items instead of hanging
     # Engine options (tensor_parallel_size, max_model_len, batch_size, ...), by name.
     engine_options: dict[str, Any] = field(default_factory=dict)
     # Throughput knobs: they never change a row, so they stay out of the fingerprint.
@@ -52,7 +55,7 @@ class RunConfig:
     # What never changes a row's content.
     _NOT_FINGERPRINTED = frozenset(
         {"inputs", "out", "shard_index", "num_shards", "resume", "retry_errors", "workers",
-         "wave_seconds", "rows_per_part", "formats"}
+         "wave_seconds", "rows_per_part", "formats", "speech_timeout_s"}
     )
 
     @property

@@ -72,10 +72,36 @@ CAPTION_PROMPT_VIDEO = (
     "Describe this video in detail: what is shown, what is heard (speech, sounds, music), "
     "and how the picture and the sound relate."
 )
-SUMMARY_PROMPT = (
-    "Summarize the following transcript in a few plain sentences, as if telling someone "
-    "what the recording is about.\n\nTranscript:\n{transcript}"
+# Summaries are read aloud by the Talker: the prompts ask for plain spoken sentences, and
+# `omnibatch.summaries.speakable_text` removes what markdown slips through.
+SPEAKABLE_RULES = (
+    "Write plain sentences meant to be read aloud: no markdown, no headings, no lists or bullet "
+    "points, no emoji or symbols, and no preamble such as 'Here is a summary'."
 )
+SUMMARY_PROMPT = (
+    "Summarize the following {what} in at most {max_words} words, as if telling someone what the "
+    "recording is about. {rules} {language}\n\n{label}:\n{text}"
+)
+PARTIAL_SUMMARY_PROMPT = (
+    "This is part {part} of {parts} of the {what} of one recording. Summarize this part in at most "
+    "{max_words} words, keeping names, facts and the order of events. {rules} {language}"
+    "\n\n{label}, part {part} of {parts}:\n{text}"
+)
+COMBINE_PROMPT = (
+    "Here are summaries of consecutive parts of one recording, in order. Combine them into one "
+    "summary of {scope} in at most {max_words} words{purpose}. {rules} {language}\n\nSummaries:\n{text}"
+)
+# The vLLM-Omni speech stage asks the Thinker to repeat the summary; its reply is what the Talker speaks.
+READ_ALOUD_PROMPT = (
+    "Read the following text aloud exactly as written, word for word, and say nothing else.\n\n{text}"
+)
+# The transformers speech stage forces the reply itself; this user turn only frames it.
+SPEAK_SUMMARY_PROMPT = "Please read the summary of the recording aloud."
+# source -> (what the prompt calls it, its label, the noun "the same language as the ...")
+SUMMARY_SOURCES = {
+    "transcript": ("transcript", "Transcript", "transcript"),
+    "captions": ("descriptions of consecutive parts", "Descriptions", "descriptions"),
+}
 
 
 def language_name(language: str) -> str:
@@ -111,8 +137,46 @@ def caption_prompt(kind: Literal["audio", "video"], variant: Variant = "instruct
     return CAPTION_PROMPT_VIDEO if kind == "video" else CAPTION_PROMPT_AUDIO
 
 
-def summary_prompt(transcript: str) -> str:
-    return SUMMARY_PROMPT.format(transcript=transcript.strip())
+def summary_prompt(transcript: str, *, max_words: int = 120, language: str | None = None,
+                   source: Literal["transcript", "captions"] = "transcript") -> str:
+    """The final summary of a whole file's `transcript` (or clip descriptions), in speakable words."""
+    what, label, noun = SUMMARY_SOURCES[source]
+    return SUMMARY_PROMPT.format(what=what, max_words=max_words, rules=SPEAKABLE_RULES,
+                                 language=summary_language_clause(language, noun), label=label,
+                                 text=transcript.strip())
+
+
+def partial_summary_prompt(text: str, part: int, parts: int, *, max_words: int,
+                           language: str | None = None,
+                           source: Literal["transcript", "captions"] = "transcript") -> str:
+    """The map step: a summary of piece `part` (1-based) of `parts` of a long transcript."""
+    what, label, noun = SUMMARY_SOURCES[source]
+    return PARTIAL_SUMMARY_PROMPT.format(part=part, parts=parts, what=what, max_words=max_words,
+                                         rules=SPEAKABLE_RULES, label=label, text=text.strip(),
+                                         language=summary_language_clause(language, noun))
+
+
+def combine_summaries_prompt(summaries: str, *, max_words: int, final: bool,
+                             language: str | None = None) -> str:
+    """The reduce step: one summary from summaries of consecutive parts; `final` for the whole recording."""
+    scope = "the whole recording" if final else "these parts together"
+    if final:
+        purpose = ", as if telling someone what the recording is about"
+    else:
+        purpose = ", keeping names, facts and the order of events"
+    return COMBINE_PROMPT.format(scope=scope, max_words=max_words, purpose=purpose, rules=SPEAKABLE_RULES,
+                                 language=summary_language_clause(language, "summaries"),
+                                 text=summaries.strip())
+
+
+def summary_language_clause(language: str | None, source_noun: str) -> str:
+    if not language:
+        return f"Write it in the same language as the {source_noun}."
+    return f"Write it in {language_name(language)}."
+
+
+def read_aloud_prompt(text: str) -> str:
+    return READ_ALOUD_PROMPT.format(text=text.strip())
 
 
 def build_conversation(request: Request, variant: Variant = "instruct") -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -39,5 +39,82 @@ def transcribe(
                        language=language, formats=parse_formats(formats), shard_index=index, num_shards=count,
                        resume=not no_resume, retry_errors=retry_errors, chunk_seconds=chunk_seconds,
                        workers=workers, max_new_tokens=max_new_tokens,
+                       engine_options=parse_engine_options(engine_option))
+    run_and_exit(config, verbose)
+
+
+@app.command()
+def caption(
+    inputs: Inputs,
+    out: Out,
+    model: Model = None,
+    engine: Engine = "auto",
+    shard: Shard = "0/1",
+    no_resume: NoResume = False,
+    retry_errors: RetryErrors = False,
+    fps: Annotated[float, typer.Option(help="Video frames sampled per second of each clip (lowered to fit "
+                                       "--max-frames).")] = 1.0,
+    max_frames: Annotated[int, typer.Option(help="Most frames sampled from one clip.")] = 32,
+    max_pixels: Annotated[int, typer.Option(help="Pixel budget per frame (width x height); frames are "
+                                            "scaled down to fit, keeping their shape.")] = 256 * 32 * 32,
+    clip_seconds: Annotated[float, typer.Option(help="Longest clip captioned at once; long files are cut "
+                                                "into clips (in pauses of speech) covering the whole "
+                                                "file.")] = 30.0,
+    workers: Workers = 1,
+    max_new_tokens: MaxNewTokens = 256,
+    engine_option: EngineOpt = None,
+    verbose: Verbose = False,
+) -> None:
+    """Caption audio and video: a caption per clip (what is seen and heard) and one for the whole file."""
+    index, count = parse_shard(shard)
+    config = RunConfig(task="caption", inputs=inputs, out=str(out), model=model, engine=engine,
+                       shard_index=index, num_shards=count, resume=not no_resume, retry_errors=retry_errors,
+                       fps=fps, max_frames=max_frames, max_pixels=max_pixels, clip_seconds=clip_seconds,
+                       workers=workers, max_new_tokens=max_new_tokens,
+                       engine_options=parse_engine_options(engine_option))
+    run_and_exit(config, verbose)
+
+
+@app.command()
+def summarize(
+    inputs: Inputs,
+    out: Out,
+    model: Model = None,
+    engine: Engine = "auto",
+    language: Annotated[Optional[str], typer.Option(
+        help="Language the summary is written and spoken in (e.g. en, fr). Default: the transcript's own. "
+             "The speech's language comes from the manifest's `language`.")] = None,
+    speaker: Annotated[str, typer.Option(help="Voice of the spoken summary: Ethan, Chelsie or "
+                                         "Aiden.")] = "Ethan",
+    no_speak: Annotated[bool, typer.Option("--no-speak", help="Text summaries only: the Talker is never "
+                                           "loaded and the audio columns stay empty.")] = False,
+    max_words: Annotated[int, typer.Option(help="Longest summary, in words; speech is capped to match "
+                                           "(0.6 s a word + 5 s).")] = 120,
+    piece_chars: Annotated[int, typer.Option(help="Most transcript characters in one summary prompt; longer "
+                                             "transcripts are summarized piece by piece, then "
+                                             "combined.")] = 12000,
+    speech_timeout: Annotated[float, typer.Option(help="Seconds one batch of speech may take; past it the "
+                                                  "batch's items fail instead of the run hanging.")] = 900.0,
+    shard: Shard = "0/1",
+    no_resume: NoResume = False,
+    retry_errors: RetryErrors = False,
+    chunk_seconds: Annotated[float, typer.Option(help="Longest region transcribed at once; cuts fall in "
+                                                 "pauses.")] = 30.0,
+    clip_seconds: Annotated[float, typer.Option(help="Files without speech are captioned in clips of at most "
+                                                "this long, and the captions summarized.")] = 30.0,
+    workers: Workers = 1,
+    max_new_tokens: MaxNewTokens = 256,
+    engine_option: EngineOpt = None,
+    verbose: Verbose = False,
+) -> None:
+    """Summarize each file (its transcript, or captions when there is no speech) and speak the summary to a
+    24 kHz WAV: audio/<id>.wav beside summarize/ Parquet rows."""
+    index, count = parse_shard(shard)
+    config = RunConfig(task="summarize", inputs=inputs, out=str(out), model=model, engine=engine,
+                       language=language, shard_index=index, num_shards=count, resume=not no_resume,
+                       retry_errors=retry_errors, chunk_seconds=chunk_seconds, clip_seconds=clip_seconds,
+                       speaker=speaker, speak=not no_speak, max_words=max_words,
+                       summary_piece_chars=piece_chars, speech_timeout_s=speech_timeout, workers=workers,
+                       max_new_tokens=max_new_tokens,
                        engine_options=parse_engine_options(engine_option))
     run_and_exit(config, verbose)

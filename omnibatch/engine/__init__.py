@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import importlib.util
+import inspect
 from typing import Any
 
 from omnibatch.engine.base import Engine
 from omnibatch.errors import InputError
 
-# name -> (module, class). To add an engine, add a row; its module is imported
-# only when that engine is built. Planned rows:
-#   "vllm":      ("omnibatch.engine.vllm_engine", "VllmEngine"),
-#   "vllm-omni": ("omnibatch.engine.vllm_omni_engine", "VllmOmniEngine"),
+# Thinker engines: name -> (module, class). To add one, add a row; its module is
+# imported only when that engine is built. Speech engines (Talker + Code2Wav) are
+# chosen separately, in omnibatch.speech.
 ENGINES: dict[str, tuple[str, str]] = {
+    "vllm": ("omnibatch.engine.vllm_engine", "VllmEngine"),
     "transformers": ("omnibatch.engine.transformers_engine", "TransformersEngine"),
     "whisper": ("omnibatch.engine.whisper_engine", "WhisperEngine"),
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import groupby
 from pathlib import Path
 
@@ -25,6 +26,8 @@ SAMPLE_RATE = 16000
 WINDOW_S = 30.0  # whisper hears 30 s at a time; longer requests go through its sliding window
 _MAX_LENGTH = 448  # whisper's decoder limit, prompt included
 _PROMPT_ROOM = 8  # start-of-transcript, language, task and timestamp tokens
+_MIN_RESEEK_S = 0.5  # a shorter rest of a chunk is not decoded again
+_MAX_RESEEKS = 4  # passes over the rest of a chunk, each starting later than the one before
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,8 @@ class WhisperEngine:
             raise EngineError(
                 f"cannot load the Whisper model in {self.model} on {device} ({compute_type}): {e}"
             ) from e
-        self._batched = BatchedInferencePipeline(self._whisper)
+        self._seen = _StopRecorder(self._whisper)
+        self._batched = BatchedInferencePipeline(self._seen)
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         results: dict[int, Generation] = {}
@@ -111,7 +115,7 @@ class WhisperEngine:
             log.warning("whisper batch of %d failed (%s); retrying one by one", len(requests), e)
             return [g for req in requests for g in self._transcribe_batch([req])]
 
-    def _run_batch(self, requests: list[Request]) -> list[Generation]:
+    def _run_batch(self, requests: list[Request], depth: int = 0) -> list[Generation]:
         audios = [np.asarray(r.audio, dtype=np.float32) for r in requests]
         offsets = np.cumsum([0] + [a.size for a in audios])
         clips = [
@@ -119,6 +123,7 @@ class WhisperEngine:
             for k in range(len(audios))
         ]
         language = requests[0].language
+        self._seen.stopped_at.clear()
         segments, _info = self._batched.transcribe(
             np.concatenate(audios),
             language=language,
@@ -136,14 +141,30 @@ class WhisperEngine:
         by_seek = {int(int(c["start"] * SAMPLE_RATE) / SAMPLE_RATE * fps): k for k, c in enumerate(clips)}
         found: list[list] = [[] for _ in requests]
         for seg in segments:
+            if depth and seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:
+                continue  # the rest of a chunk is often silence: whisper's own rule for skipping it
             k = by_seek.get(seg.seek)
             if k is None:  # cannot happen unless the pipeline changes: fall back to the times
                 k = max(0, int(np.searchsorted(offsets, seg.start * SAMPLE_RATE, side="right")) - 1)
             found[min(k, len(requests) - 1)].append(seg)
-        return [
+        generations = [
             _generation(req, segs, offset=clips[k]["start"], duration=audios[k].size / SAMPLE_RATE)
             for k, (req, segs) in enumerate(zip(requests, found))
         ]
+        # Whisper sometimes stops before the end of a chunk, with a segment opened and never
+        # closed. Its sequential decoder then seeks back to the last timestamp and decodes the
+        # rest again; the batched pipeline has no second pass and would drop those words.
+        rests = []
+        for seek, k in by_seek.items():
+            stop = self._seen.stopped_at.get(seek)
+            if stop is not None and 0 < stop and audios[k].size / SAMPLE_RATE - stop >= _MIN_RESEEK_S:
+                rests.append((k, stop))
+        if rests and depth < _MAX_RESEEKS:
+            rest = [replace(requests[k], audio=audios[k][int(stop * SAMPLE_RATE) :]) for k, stop in rests]
+            again = self._run_batch(rest, depth + 1)
+            for (k, stop), gen in zip(rests, again):
+                generations[k] = _append(generations[k], gen, offset=stop)
+        return generations
 
     def _transcribe_long(self, req: Request) -> Generation:
         """A request past whisper's 30 s window: its own sliding window, still without carried context."""
@@ -159,6 +180,49 @@ class WhisperEngine:
             return _generation(req, list(segments), offset=0.0, duration=req.audio.size / SAMPLE_RATE)
         except Exception as e:  # noqa: BLE001
             return Generation(request_id=req.id, text="", error=f"whisper failed: {e}")
+
+
+class _StopRecorder:
+    """The WhisperModel as the batched pipeline sees it, noting where each clip's decoding stopped short.
+
+    Everything is the model's own except the step that splits a clip's tokens into
+    segments, which also records, for a clip that ended on an open segment, the last
+    timestamp (seconds into the clip), keyed like the segments' `seek` (the clip start in frames).
+    """
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.stopped_at: dict[int, float] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def _split_segments_by_timestamps(
+        self, tokenizer, tokens, time_offset, segment_size, segment_duration, seek
+    ):
+        segments, next_seek, single_timestamp_ending = self._model._split_segments_by_timestamps(
+            tokenizer=tokenizer, tokens=tokens, time_offset=time_offset, segment_size=segment_size,
+            segment_duration=segment_duration, seek=seek,
+        )
+        # The pipeline passes seek=0 and gets back where a sequential decoder would go on from.
+        if next_seek - seek < segment_size:
+            fps = self._model.frames_per_second
+            self.stopped_at[int(time_offset * fps)] = (next_seek - seek) / fps
+        return segments, next_seek, single_timestamp_ending
+
+
+def _append(first: Generation, rest: Generation, *, offset: float) -> Generation:
+    """`rest` (decoded from `offset` s into the same request) after `first`."""
+    if rest.error or not rest.text:
+        return first
+    moved = [Segment(round(s.start_s + offset, 3), round(s.end_s + offset, 3), s.text)
+             for s in rest.segments or []]
+    return Generation(
+        request_id=first.request_id,
+        text=" ".join(f"{first.text} {rest.text}".split()),
+        segments=[*(first.segments or []), *moved],
+        output_tokens=first.output_tokens + rest.output_tokens,
+    )
 
 
 def _check(req: Request) -> str | None:

@@ -138,12 +138,14 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
     pending_ids = {it.id for it in pending}
     stats.failed_before = sum(1 for it in items if it.id not in pending_ids and written[it.id].status == "error")
     rundir.clear_marker(config.task, config.shard_label)
+    # Only transcribe writes segments; other tasks must never touch transcribe's.
     segment_dir = rundir.root / "segments"
+    owned = [table_dir, segment_dir] if config.task == "transcribe" else [table_dir]
     if not config.resume:
-        for folder in (table_dir, segment_dir):
+        for folder in owned:
             remove_shard_parts(folder, config.shard_index)
     elif redo := {it.id for it in pending if it.id in written}:
-        for folder in (table_dir, segment_dir):
+        for folder in owned:
             drop_rows(folder, redo)
 
     task = build_task(config)

@@ -1,0 +1,66 @@
+"""The long-form benchmark runs end to end in its quick form and reports every number it promises.
+
+It does not judge the numbers (the machine is shared and the quick recording is
+short); benchmarks/README.md holds a full run. It needs network access to PyPI once,
+for the pocketsphinx source distribution (cached afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
+                       reason="needs espeak-ng and ffmpeg"),
+]
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_quick_longform_benchmark_reports_all_fields(tmp_path):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("jiwer")
+    pytest.importorskip("psutil")
+    out = tmp_path / "longform.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "longform.py"), "--quick", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["quick"] is True and r["machine"]["cores"] >= 1
+
+    for part in ("human_speech", "long_recording"):
+        for system in ("omnibatch", "peer"):
+            for normalizer in ("whisper", "simple"):
+                w = r[part]["wer"][system][normalizer]
+                assert _number(w["wer"]) and w["wer"] >= 0 and w["N"] > 0
+            s = r[part]["speed"][system]
+            assert s["audio_s"] > 0 and s["wall_s"] > 0 and s["cpu_s"] > 0 and s["peak_rss_mb"] > 0
+    assert r["human_speech"]["clips"] == 5
+    long_ = r["long_recording"]
+    assert long_["reference_words"] > 100 and long_["audio_s"] > 30
+    assert _number(long_["wer_gap_points"]) and isinstance(long_["bar_met"], bool)
+    assert _number(long_["speed_ratio_omnibatch_to_peer"]["wall"])
+
+    cases = r["memory"]["cases"]
+    assert [c["case"] for c in cases] == ["1 min", "3 min"]
+    for c in cases:
+        d = c["decode_chunk"]
+        assert d["chunks"] > 0 and d["tree_peak_rss_mb"] > 0 and d["python_peak_rss_mb"] > 0
+        assert abs(d["chunk_audio_s"] - c["audio_s"]) < 0.2 * c["audio_s"]  # the chunks cover the speech
+        assert c["ffmpeg_baseline"]["audio_s_per_wall_s"] > 0 and c["throughput_ratio_to_ffmpeg"] > 0
+        assert c["peer_decode_whole_file"]["peak_rss_mb"] > 0
+    assert _number(r["memory"]["tree_peak_ratio_last_to_first"])
+    table = out.with_suffix(".md").read_text()
+    assert "| decode+chunk" in table and "omnibatch" in table

@@ -1,0 +1,641 @@
+"""`omnibatch summarize`: map-reduce planning, speakable text, WAV output, the speech engines, end to end.
+
+Real media throughout (espeak-ng speech, ffmpeg video) and the real tiny Qwen3-Omni (Thinker, Talker,
+Code2Wav) built locally. vLLM-Omni has no CPU platform: its engine is tested up to the call into
+`Omni`, against a stand-in that answers the way vLLM-Omni 0.30 does (completion order, "<i>_<uuid>"
+ids, text and audio outputs, chunked audio) or hangs, as a failed stage can.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from omnibatch.config import RunConfig
+from omnibatch.errors import InputError
+from omnibatch.models.tiny import build_tiny_model
+from omnibatch.output.names import safe_filename
+from omnibatch.pipeline.summarize import check_summarize_config, step_prompt, token_cap
+from omnibatch.speech import (
+    SAMPLE_RATE,
+    SpeechRequest,
+    check_speaker,
+    choose_speech_engine,
+    codes_for,
+    speech_seconds_cap,
+)
+from omnibatch.speech.wav import write_wav
+from omnibatch.summaries import (
+    PART_SEPARATOR,
+    SummaryStep,
+    count_rounds,
+    group_texts,
+    limit_words,
+    plan_round,
+    speakable_text,
+    split_text,
+)
+from tests._summarize_media import ffprobe_audio, long_speech, music_video
+
+OMNIBATCH = str(Path(sys.executable).with_name("omnibatch"))
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+# -- map-reduce planning (pure) ----------------------------------------------------------------
+
+
+def test_split_text_keeps_every_word_in_order_within_the_limit():
+    text = " ".join(f"Sentence number {i} has a few words in it." for i in range(200))
+    pieces = split_text(text, 300)
+    assert len(pieces) > 1 and all(0 < len(p) <= 300 for p in pieces)
+    assert words(" ".join(pieces)) == words(text)
+    # Cuts fall at sentence ends when a whole sentence fits.
+    assert all(p.endswith(".") for p in pieces)
+
+
+def test_split_text_cuts_long_sentences_between_words_and_long_words_between_characters():
+    sentence = "word " * 100 + "x" * 250
+    pieces = split_text(sentence, 60)
+    assert all(len(p) <= 60 for p in pieces)
+    assert "".join(" ".join(pieces).split()) == "".join(sentence.split())
+    cjk = "河谷的历史早在第一批农田出现之前就开始了。" * 20
+    pieces = split_text(cjk, 50)
+    assert all(len(p) <= 50 for p in pieces) and "".join(pieces) == cjk
+
+
+def test_group_texts_keeps_order_bounds_size_and_never_leaves_one_alone():
+    texts = [f"t{i}" * (3 + i % 4) for i in range(11)]
+    groups = group_texts(texts, 25)
+    assert [t for g in groups for t in g] == texts
+    assert all(len(g) >= 2 for g in groups)
+    assert all(len(PART_SEPARATOR.join(g)) <= 25 or len(g) <= 3 for g in groups)
+    # Two texts longer than the budget still go together: every reduce round makes progress.
+    assert group_texts(["a" * 40, "b" * 40], 25) == [["a" * 40, "b" * 40]]
+
+
+def test_a_short_transcript_is_one_final_round():
+    step = plan_round("A short talk about rivers.", [], 1000)
+    assert step == SummaryStep("final", ("A short talk about rivers.",), combines=False)
+    assert plan_round("A short talk about rivers.", [["The summary."]], 1000) is None
+    assert plan_round("   ", [], 1000) is None
+
+
+def test_a_40_minute_transcript_maps_reduces_and_ends_with_one_summary():
+    # 40 minutes at 150 words a minute: 6,000 words, about 36,000 characters.
+    transcript = " ".join(f"In minute {m} the speaker talked about topic {m} at some length."
+                          for m in range(600))
+    max_chars = 4000
+    answers: list[list[str]] = []
+    kinds = []
+    while (step := plan_round(transcript, answers, max_chars)) is not None:
+        kinds.append(step.kind)
+        # No prompt grows with the file: every input is within the piece budget (answers here are short).
+        assert all(len(text) <= max_chars for text in step.inputs)
+        assert (len(step.inputs) == 1) == (step.kind == "final")
+        answers.append([f"Summary {len(answers)}.{k} " + "x" * 900 for k in range(len(step.inputs))])
+    assert kinds[0] == "map" and kinds[-1] == "final" and "reduce" in kinds
+    first = plan_round(transcript, [], max_chars)
+    assert words(" ".join(first.inputs)) == words(transcript)
+    assert len(answers[-1]) == 1
+
+
+def test_rounds_end_whatever_the_answers_look_like():
+    transcript = "word " * 20000
+    pieces = len(split_text(transcript, 1000))
+    for answer_chars in (1, 300, 999, 5000):  # even answers longer than the budget
+        rounds = count_rounds(transcript, 1000, answer_chars)
+        assert 2 <= rounds <= math.ceil(math.log2(pieces)) + 2
+
+
+def test_empty_partial_summaries_are_dropped():
+    transcript = "Some words here. " * 100
+    assert plan_round(transcript, [["", "  "]], 200) is None
+    step = plan_round(transcript, [["one.", "", "two."]], 200)
+    assert step == SummaryStep("final", ("one." + PART_SEPARATOR + "two.",), combines=True)
+
+
+# -- speakable text and prompts (pure) ---------------------------------------------------------
+
+
+def test_speakable_text_removes_markdown_and_unreadable_characters():
+    md = (
+        "## Summary\n\n**Key points**:\n- The *river* valley was farmed\n"
+        "- Traders carried [grain](http://example.com) and `salt`\n1. The railway arrived\n\n"
+        "The town grew\nover many years. It is quiet today\n| a | b |\n|---|---|\n```py\nprint(1)\n```\n"
+    )
+    spoken = speakable_text(md)
+    assert spoken == ("Summary. Key points: The river valley was farmed. Traders carried grain and salt. "
+                      "The railway arrived. The town grew over many years. It is quiet today. a b.")
+    assert speakable_text("go\x11\x01 on\ufffd\ufffd now") == "go on now."
+
+
+def test_speakable_text_is_bounded_in_words():
+    text = "The first sentence has six words. The second one is a little longer than that. Third."
+    assert speakable_text(text, 10) == "The first sentence has six words."
+    assert limit_words("one two three four five six", 4) == "one two three four."
+    assert len(speakable_text("word " * 500, 120).split()) == 120
+
+
+def test_summary_prompts_ask_for_speakable_bounded_text_in_the_language():
+    final = step_prompt(SummaryStep("final", ("the talk",)), 0, max_words=80, language="fr",
+                        source="transcript")
+    assert "at most 80 words" in final and "no markdown" in final and "Write it in French." in final
+    assert final.endswith("Transcript:\nthe talk")
+    step = SummaryStep("map", ("piece one", "piece two", "piece three"))
+    second = step_prompt(step, 1, max_words=80, language=None, source="transcript")
+    assert "part 2 of 3" in second and second.endswith("piece two") and "same language" in second
+    combine = step_prompt(SummaryStep("final", ("a\n\nb",), combines=True), 0, max_words=80, language="de",
+                          source="transcript")
+    assert "Combine them" in combine and "whole recording" in combine and "German" in combine
+    captions = step_prompt(SummaryStep("final", ("[0:00-0:30] a dog",)), 0, max_words=50, language=None,
+                           source="captions")
+    assert "Descriptions:\n[0:00-0:30] a dog" in captions
+    assert token_cap(SummaryStep("final", ("x",)), 120) < token_cap(step, 120)
+
+
+def test_speech_length_cap_follows_the_words():
+    assert speech_seconds_cap("one two three") == pytest.approx(3 * 0.6 + 5)
+    assert codes_for(2.0) == 25
+    assert check_speaker("chelsie") == "Chelsie"
+    with pytest.raises(InputError, match="Ethan, Chelsie, Aiden"):
+        check_speaker("Bob")
+
+
+# -- configuration and engine choice -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_summarize_refuses_unusable_options_before_any_work(tiny_dir):
+    def config(**kw):
+        return RunConfig(task="summarize", inputs=[], out="/tmp/x", model=str(tiny_dir), **kw)
+
+    with pytest.raises(InputError, match="whisper engine only transcribes"):
+        check_summarize_config(config(engine="whisper"))
+    with pytest.raises(InputError, match="unknown speaker"):
+        check_summarize_config(config(speaker="Nobody"))
+    check_summarize_config(config(speaker="Nobody", speak=False))  # no speech, no voice needed
+    with pytest.raises(InputError, match="--max-words"):
+        check_summarize_config(config(max_words=0))
+    with pytest.raises(InputError, match="--piece-chars"):
+        check_summarize_config(config(summary_piece_chars=10))
+    with pytest.raises(InputError, match="unknown language"):
+        check_summarize_config(config(language="xx"))
+
+
+def test_summarize_refuses_to_speak_with_a_model_that_has_no_talker(tiny_dir, tmp_path):
+    import shutil
+
+    text_only = tmp_path / "text-only"
+    shutil.copytree(tiny_dir, text_only)
+    cfg = json.loads((text_only / "config.json").read_text())
+    cfg["enable_audio_output"] = False
+    (text_only / "config.json").write_text(json.dumps(cfg))
+    (text_only / "omnibatch.json").unlink()  # a plain local checkpoint, not the embedded model
+    config = RunConfig(task="summarize", inputs=[], out=str(tmp_path), model=str(text_only))
+    with pytest.raises(InputError, match="no Talker.*--no-speak"):
+        check_summarize_config(config)
+    check_summarize_config(RunConfig(task="summarize", inputs=[], out=str(tmp_path), model=str(text_only),
+                                     speak=False))
+
+
+def test_speech_engine_follows_the_thinker_engine(monkeypatch):
+    import importlib.util
+
+    import omnibatch.engine as engines
+
+    assert choose_speech_engine("transformers") == "transformers"
+    monkeypatch.setattr(engines, "cuda_available", lambda: True)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "vllm_omni" else real_find_spec(name, *a))
+    assert choose_speech_engine("vllm") == "vllm-omni"
+    assert choose_speech_engine("transformers") == "transformers"
+    monkeypatch.setattr(engines, "cuda_available", lambda: False)
+    assert choose_speech_engine("vllm") == "transformers"  # vllm-omni has no CPU platform
+
+
+# -- WAV output --------------------------------------------------------------------------------
+
+
+def test_wav_is_mono_pcm16_24khz_and_reads_back(tmp_path):
+    t = np.arange(24000 * 2) / 24000
+    audio = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    audio[100] = 3.0  # clipped
+    audio[200] = np.nan  # silence
+    path = tmp_path / "audio" / "x.wav"
+    duration = write_wav(path, audio, 24000)
+    assert duration == 2.0 and [p.name for p in path.parent.iterdir()] == ["x.wav"]  # no temporary left
+    info = sf.info(path)
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (24000, 1, "PCM_16", 48000)
+    back, rate = sf.read(path, dtype="float32")
+    assert rate == 24000 and back[100] == pytest.approx(1.0, abs=1e-4) and back[200] == 0.0
+    assert np.abs(back[1000:2000] - audio[1000:2000]).max() < 1e-4
+    probed = ffprobe_audio(path)
+    assert probed == {"codec": "pcm_s16le", "sample_rate": 24000, "channels": 1, "bits": 16,
+                      "duration_s": 2.0}
+
+
+# -- the transformers speech engine on the tiny model ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speech_engine(tiny_dir):
+    from omnibatch.engine.speech_transformers import TransformersSpeechEngine
+
+    engine = TransformersSpeechEngine(str(tiny_dir), batch_size=4)
+    yield engine
+    engine.close()
+
+
+def test_transformers_speech_speaks_a_batch_within_each_cap(speech_engine):
+    requests = [
+        SpeechRequest("long", "The river valley was farmed for centuries, and then the railway came.",
+                      "Ethan", max_seconds=4.0),
+        SpeechRequest("short", "Quiet today.", "Ethan", max_seconds=1.5),
+        SpeechRequest("empty", "   ", "Ethan"),
+        SpeechRequest("voice", "Hello there.", "Chelsie", max_seconds=1.0),
+        SpeechRequest("unknown", "Hello there.", "Bob", max_seconds=1.0),
+    ]
+    out = speech_engine.speak(requests)
+    assert [s.request_id for s in out] == [r.id for r in requests]
+    by_id = {s.request_id: s for s in out}
+    assert "nothing to speak" in by_id["empty"].error and "no speaker 'Bob'" in by_id["unknown"].error
+    for request in (requests[0], requests[1], requests[3]):
+        speech = by_id[request.id]
+        assert speech.error is None and speech.sample_rate == SAMPLE_RATE
+        assert speech.audio.dtype == np.float32 and speech.audio.ndim == 1
+        assert 0 < speech.audio.size <= request.max_seconds * SAMPLE_RATE
+        assert np.isfinite(speech.audio).all()
+        assert speech.spoken_text == request.text.strip()
+    # The random Talker never stops by itself: the short request is cut at its own cap.
+    assert by_id["short"].audio.size == 1.5 * SAMPLE_RATE and by_id["short"].capped
+    again = speech_engine.speak(requests[:2])  # seeded: a rerun gives the same audio
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(out[:2], again))
+
+
+def test_a_failing_item_fails_alone_and_the_batch_is_retried_one_by_one(speech_engine, monkeypatch):
+    tokenizer = speech_engine.processor.tokenizer
+    poison = tokenizer.encode("This one breaks.", add_special_tokens=False)
+    real_generate = speech_engine.omni.generate
+    batches = []
+
+    def generate(**kwargs):
+        replies = kwargs["thinker_logits_processor"][0].replies
+        batches.append(len(replies))
+        if any(r[:-1] == poison for r in replies):
+            raise RuntimeError("the Talker failed on this text")
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(speech_engine.omni, "generate", generate)
+    requests = [SpeechRequest(f"r{i}", text, "Ethan", 1.0) for i, text in
+                enumerate(["First summary.", "This one breaks.", "Third summary here."])]
+    out = speech_engine.speak(requests)
+    assert batches == [3, 1, 1, 1]
+    assert [s.error is None for s in out] == [True, False, True]
+    assert "the Talker failed on this text" in out[1].error
+
+
+# -- the vLLM-Omni engine, up to the call into Omni ------------------------------------------------
+
+
+@dataclass
+class Completion:
+    text: str
+
+
+@dataclass
+class StageOutput:
+    """Shaped like vllm_omni.outputs.OmniRequestOutput: what the engine reads of it."""
+
+    request_id: str
+    final_output_type: str
+    outputs: list = field(default_factory=list)
+    multimodal_output: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+class FakeOmni:
+    """Answers like vLLM-Omni 0.30's Omni.generate(py_generator=True): text then audio per request,
+    in completion order (here: last request first), audio in chunks; or it hangs, or fails one request."""
+
+    def __init__(self, mode: str = "ok", fail_text: str = "") -> None:
+        self.mode = mode
+        self.fail_text = fail_text
+        self.default_sampling_params_list = [
+            {"temperature": 0.4, "max_tokens": 2048},
+            {"temperature": 0.9, "top_k": 50, "max_tokens": 4096, "seed": 42, "stop_token_ids": [7]},
+            {"temperature": 0.0, "max_tokens": 65536},
+        ]
+        self.calls: list[tuple[list, list]] = []
+        self.closed = False
+        self.errored = False
+        self.release = threading.Event()
+
+    def generate(self, prompts, params, *, py_generator=False, use_tqdm=True):
+        assert py_generator and not use_tqdm
+        self.calls.append((prompts, params))
+        return self._run(prompts)
+
+    def _run(self, prompts):
+        for i in reversed(range(len(prompts))):
+            rid = f"{i}_abcd-{i}"
+            text = prompts[i]["prompt"]
+            if self.mode == "hang" and i == 0:
+                self.release.wait(30)  # a stage died: nothing more comes back
+                return
+            if self.fail_text and self.fail_text in text:
+                raise RuntimeError(f"stage 1 failed on request {rid}")
+            yield StageOutput(rid, "text", outputs=[Completion(said(text))])
+            n = 2400 * (i + 1)
+            level = 0.1 * (i + 1)
+            chunks = [np.full(n // 2, level, np.float32), np.full((1, n - n // 2), level, np.float32)]
+            yield StageOutput(rid, "audio", multimodal_output={"audio": chunks, "sr": 24000})
+
+    def close(self):
+        self.closed = True
+
+
+def said(prompt: str) -> str:
+    return prompt.split("say nothing else.\n\n", 1)[1].split("<|im_end|>", 1)[0]
+
+
+def omni_engine(tiny_dir, fake: FakeOmni, **kw):
+    from omnibatch.engine.vllm_omni_engine import VllmOmniSpeechEngine
+
+    built = []
+
+    def factory(model, *, deploy_config, init_timeout):
+        built.append((model, deploy_config, init_timeout))
+        return fake
+
+    engine = VllmOmniSpeechEngine(str(tiny_dir), omni_factory=factory, deploy_config="/etc/deploy.yaml", **kw)
+    return engine, built
+
+
+def test_vllm_omni_requests_and_outputs_mapped_back_by_id(tiny_dir):
+    fake = FakeOmni()
+    engine, built = omni_engine(tiny_dir, fake)
+    requests = [SpeechRequest("a", "First summary.", "Chelsie", 10.0), SpeechRequest("b", "", "Ethan"),
+                SpeechRequest("c", "Second summary here.", "Aiden", 0.15)]
+    out = engine.speak(requests)
+    assert built == [(str(tiny_dir), "/etc/deploy.yaml", 1200)]
+    prompts, params = fake.calls[0]
+    speakers = [p["additional_information"] for p in prompts]
+    assert speakers == [{"speaker": ["chelsie"]}, {"speaker": ["aiden"]}]
+    assert all(p["modalities"] == ["audio"] for p in prompts)
+    assert prompts[0]["prompt"].startswith("<|im_start|>user\n") and prompts[0]["prompt"].endswith(
+        "<|im_start|>assistant\n")
+    assert said(prompts[1]["prompt"]) == "Second summary here."
+    thinker, talker, code2wav = params
+    assert thinker["temperature"] == 0.0 and thinker["max_tokens"] >= 16
+    assert talker["max_tokens"] == codes_for(10.0) and talker["seed"] == 42
+    assert engine.talker_eos == 66  # the tiny model's codec end id, read from its config
+    assert set(talker["stop_token_ids"]) == {7, 66}
+    assert code2wav == fake.default_sampling_params_list[2]
+    # Outputs came back last-first and in chunks; each lands on its own request, capped to its length.
+    assert out[0].error is None and out[0].audio.size == 2400 and np.allclose(out[0].audio, 0.1)
+    assert out[0].spoken_text == "First summary." and out[0].sample_rate == 24000 and not out[0].capped
+    assert "nothing to speak" in out[1].error
+    assert out[2].audio.size == 0.15 * 24000 and np.allclose(out[2].audio, 0.2) and out[2].capped
+    engine.close()
+    assert fake.closed
+
+
+def test_vllm_omni_timeout_fails_open_requests_and_never_hangs(tiny_dir):
+    fake = FakeOmni(mode="hang")
+    engine, _ = omni_engine(tiny_dir, fake, timeout_s=1.0)
+    requests = [SpeechRequest(f"r{i}", f"Summary number {i}.", "Ethan", 5.0) for i in range(3)]
+    started = time.perf_counter()
+    out = engine.speak(requests)
+    assert time.perf_counter() - started < 5
+    # The last two came back before the stage hung; the first never did.
+    assert [s.error is None for s in out] == [False, True, True]
+    assert "issue 322" in out[0].error and "--retry-errors" in out[0].error
+    later = engine.speak([SpeechRequest("x", "More.", "Ethan")])  # given up: no second wait
+    assert "issue 322" in later[0].error and len(fake.calls) == 1
+    fake.release.set()
+
+
+def test_vllm_omni_failed_request_is_retried_alone(tiny_dir):
+    fake = FakeOmni(fail_text="Bad one")
+    engine, _ = omni_engine(tiny_dir, fake)
+    requests = [SpeechRequest("a", "Good one.", "Ethan", 5.0), SpeechRequest("b", "Bad one.", "Ethan", 5.0),
+                SpeechRequest("c", "Another good one.", "Ethan", 5.0)]
+    out = engine.speak(requests)
+    # c came back before b failed (completion order); a was aborted with it and asked again alone.
+    assert [len(prompts) for prompts, _ in fake.calls] == [3, 1, 1]
+    assert [s.error is None for s in out] == [True, False, True]
+    assert "stage 1 failed" in out[1].error
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_omni_sampling_params_are_real_vllm_params():
+    vllm = pytest.importorskip("vllm")
+    from omnibatch.engine.vllm_omni_engine import sampling_params
+
+    defaults = [vllm.SamplingParams(temperature=0.4, max_tokens=2048),
+                vllm.SamplingParams(temperature=0.9, top_k=50, max_tokens=4096, seed=1, stop_token_ids=[5]),
+                vllm.SamplingParams(temperature=0.0, max_tokens=65536)]
+    thinker, talker, code2wav = sampling_params(defaults, [SpeechRequest("a", "one two three", "Ethan", 8.0)],
+                                                seed=42, talker_eos=2150, count_tokens=lambda t: 3)
+    assert isinstance(talker, vllm.SamplingParams) and talker is not defaults[1]
+    assert (thinker.temperature, thinker.max_tokens) == (0.0, 19)
+    assert (talker.max_tokens, talker.seed, talker.top_k) == (100, 42, 50)
+    assert talker._all_stop_token_ids == {5, 2150}  # derived again by the constructor
+    assert defaults[1].max_tokens == 4096 and code2wav.max_tokens == 65536
+
+
+# -- the pipeline, in process ------------------------------------------------------------------
+
+
+def run_summarize(tmp_path: Path, inputs: dict[str, Path], tiny_dir: Path, *, calls: list | None = None,
+                  events: list | None = None, **options):
+    from omnibatch.pipeline.runner import default_engine_factory, run_shard
+
+    def factory(config):
+        engine = default_engine_factory(config)
+
+        class Recording:
+            name, model = engine.name, engine.model
+
+            def generate(self, requests):
+                outs = engine.generate(requests)
+                if calls is not None:
+                    calls.append((list(requests), outs))
+                return outs
+
+            def close(self):
+                if events is not None:
+                    events.append("thinker closed")
+                engine.close()
+
+        return Recording()
+
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"id": k, "path": str(p)}) + "\n" for k, p in inputs.items()))
+    config = RunConfig(task="summarize", inputs=[str(manifest)], out=str(tmp_path / "out"),
+                       model=str(tiny_dir), engine="transformers", workers=0, **options)
+    stats = run_shard(config, engine_factory=factory, progress=False)
+    rows = {r["id"]: r for part in sorted((tmp_path / "out" / "summarize").glob("part-*.parquet"))
+            for r in pq.read_table(part).to_pylist()}
+    return stats, rows
+
+
+@pytest.fixture(scope="module")
+def speech_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("speech")
+    return {
+        "long": long_speech(folder / "long.flac", 6),  # about 3.5 minutes
+        "short": long_speech(folder / "short.wav", 1, voice="en-gb"),
+    }
+
+
+def test_a_long_transcript_goes_through_map_reduce_without_the_talker(tmp_path, tiny_dir, speech_files,
+                                                                      monkeypatch):
+    import transformers
+
+    from omnibatch.engine import speech_transformers
+
+    def forbidden(*a, **k):
+        raise AssertionError("the Talker was loaded although no speech was asked for")
+
+    monkeypatch.setattr(speech_transformers.TransformersSpeechEngine, "__init__", forbidden)
+    monkeypatch.setattr(transformers.Qwen3OmniMoeForConditionalGeneration, "from_pretrained", forbidden)
+    calls: list = []
+    piece = 200
+    stats, rows = run_summarize(tmp_path, {"long": speech_files["long"]}, tiny_dir, calls=calls, speak=False,
+                                summary_piece_chars=piece, max_words=10, max_new_tokens=24, chunk_seconds=10)
+    (row,) = rows.values()
+    assert row["status"] == "ok", row["error"]
+    assert (row["audio_path"], row["audio_duration_s"], row["sample_rate"]) == (None, None, None)
+    assert not (tmp_path / "out" / "audio").exists()
+    transcript = row["transcript"]
+    assert len(transcript) > 2 * piece
+    # Call 0 is the transcription wave; then one call per summary round.
+    asr, *summary_rounds = calls
+    assert all(r.audio is not None for r in asr[0])
+    assert len(summary_rounds) >= 2 and stats.engine_calls == 1 + len(summary_rounds)
+    first_requests = summary_rounds[0][0]
+    pieces = split_text(transcript, piece)
+    assert len(first_requests) == len(pieces) >= 2
+    for k, (request, text) in enumerate(zip(first_requests, pieces)):
+        assert f"part {k + 1} of {len(pieces)}" in request.prompt and request.prompt.endswith(text)
+        assert request.audio is None and request.video is None
+    for (requests, _), (_, answers) in zip(summary_rounds[1:], summary_rounds):
+        # Later rounds read the answers of the round before, in groups: a group is over the budget
+        # only when it holds two or three answers, so no prompt grows with the file's length.
+        longest = max(len(a.text.strip()) for a in answers)
+        for request in requests:
+            text = request.prompt.split("Summaries:\n", 1)[1]
+            assert len(text) <= max(piece, 3 * longest + 2 * len(PART_SEPARATOR))
+    print(f"map-reduce: transcript of {len(transcript)} chars, requests per round "
+          f"{[len(requests) for requests, _ in summary_rounds]}")
+    final_requests, final_answers = summary_rounds[-1]
+    assert len(final_requests) == 1 and "whole recording" in final_requests[0].prompt
+    assert row["summary"] == speakable_text(final_answers[0].text, 10)
+    assert 0 < len(row["summary"].split()) <= 10
+
+
+def test_talker_loaded_only_when_speech_is_asked_for(tmp_path, tiny_dir, speech_files, monkeypatch):
+    """The control for the test above: the same guard trips as soon as speech is wanted."""
+    from omnibatch.engine import speech_transformers
+
+    def forbidden(*a, **k):
+        raise AssertionError("speech engine built")
+
+    monkeypatch.setattr(speech_transformers.TransformersSpeechEngine, "__init__", forbidden)
+    with pytest.raises(AssertionError, match="speech engine built"):
+        run_summarize(tmp_path, {"short": speech_files["short"]}, tiny_dir, max_words=6, max_new_tokens=6)
+
+
+def test_a_failed_speech_write_fails_only_that_item(tmp_path, tiny_dir, speech_files, monkeypatch):
+    from omnibatch.engine import speech_transformers
+
+    built, events = [], []
+    real_init = speech_transformers.TransformersSpeechEngine.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(args)
+        events.append("speech engine built")
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(speech_transformers.TransformersSpeechEngine, "__init__", counting_init)
+    blocked = tmp_path / "out" / "audio" / f"{safe_filename('short')}.wav"
+    blocked.mkdir(parents=True)  # a folder where the WAV must go: the rename fails
+    (blocked / "keep").write_text("x")
+    stats, rows = run_summarize(tmp_path, speech_files, tiny_dir, events=events,
+                                max_words=6, max_new_tokens=6, chunk_seconds=30)
+    assert stats.ok == 1 and stats.error == 1
+    assert built == [(str(tiny_dir),)]  # one speech engine for the shard, after all Thinker work
+    assert events == ["thinker closed", "speech engine built"]
+    short, long = rows["short"], rows["long"]
+    assert short["status"] == "error" and "cannot write" in short["error"] and short["summary"]
+    assert short["audio_path"] is None and short["transcript"]
+    assert long["status"] == "ok" and long["audio_path"] == "audio/long.wav"
+    assert sf.info(tmp_path / "out" / long["audio_path"]).frames == round(long["audio_duration_s"] * 24000)
+
+
+# -- the command line, end to end ------------------------------------------------------------------
+
+
+def test_summarize_cli_writes_a_summary_and_a_wav_per_long_file(tmp_path, tiny_dir):
+    media = tmp_path / "media"
+    media.mkdir()
+    long_speech(media / "talk.mp3", 4)  # about 2.3 minutes
+    long_speech(media / "lecture.flac", 3, voice="en-gb")
+    music_video(media / "tone.mp4", 8.0)  # no speech: captioned, then summarized
+    manifest = tmp_path / "manifest.jsonl"
+    lines = [{"id": "ep/001", "path": "media/talk.mp3", "language": "en"},
+             {"id": "ep-002", "path": "media/lecture.flac"},
+             {"id": "clip", "path": "media/tone.mp4", "meta": {"show": "x"}}]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [OMNIBATCH, "summarize", str(manifest), "--out", str(out), "--model", str(tiny_dir),
+         "--speaker", "Aiden", "--max-words", "12", "--max-new-tokens", "8", "--piece-chars", "400",
+         "--clip-seconds", "4", "--language", "en"],
+        capture_output=True, text=True, timeout=600,
+    )
+    elapsed = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["id"]: r for part in sorted((out / "summarize").glob("part-*.parquet"))
+            for r in pq.read_table(part).to_pylist()}
+    assert set(rows) == {"ep/001", "ep-002", "clip"}
+    for item_id, row in rows.items():
+        assert row["status"] == "ok" and row["error"] is None, row["error"]
+        assert row["summary"] and len(row["summary"].split()) <= 12
+        assert row["audio_path"] == f"audio/{safe_filename(item_id)}.wav"
+        wav = out / row["audio_path"]
+        info = sf.info(wav)
+        assert (info.samplerate, info.channels, info.subtype) == (24000, 1, "PCM_16") == (
+            row["sample_rate"], 1, "PCM_16")
+        assert info.frames / info.samplerate == pytest.approx(row["audio_duration_s"], abs=1e-9)
+        probed = ffprobe_audio(wav)
+        assert (probed["codec"], probed["sample_rate"], probed["channels"]) == ("pcm_s16le", 24000, 1)
+        assert probed["duration_s"] == pytest.approx(row["audio_duration_s"], abs=1e-3)
+        assert 0 < row["audio_duration_s"] <= speech_seconds_cap(row["summary"]) + 1e-9
+    assert rows["ep/001"]["transcript"] and rows["ep-002"]["transcript"]
+    assert rows["clip"]["transcript"] is None and rows["clip"]["kind"] == "video"
+    assert not list((out / "audio").glob(".*"))  # no temporary files left behind
+    print(f"summarize CLI on {len(rows)} files: {elapsed:.1f} s")
