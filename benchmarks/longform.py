@@ -181,7 +181,9 @@ def long_speech(rec: LongRecording, work: Path) -> dict:
         "wer_gap_points": round(gap, 3),
         "bar_points": BAR_POINTS,
         "bar_met": gap <= BAR_POINTS,
-        "regions": {"omnibatch": runs["omnibatch"]["regions"]},
+        # Whisper windows: omnibatch's planned chunks; the peer's VAD chunks that gave text.
+        "chunks": {system: run["regions"] for system, run in runs.items()},
+        "omnibatch_engine_s": runs["omnibatch"]["engine_s"],
         "speed": sp,
         "speed_ratio_omnibatch_to_peer": {
             "wall": round(sp["omnibatch"]["audio_s_per_wall_s"] / sp["peer"]["audio_s_per_wall_s"], 3),

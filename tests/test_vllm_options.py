@@ -202,6 +202,7 @@ def test_module_imports_nothing_heavy():
 BLOCK_VLLM = "import sys; sys.modules['vllm'] = None  # as if vLLM were not installed\n"
 
 
+@pytest.mark.slow
 def test_missing_vllm_fails_at_once_naming_the_extra(tmp_path):
     code = BLOCK_VLLM + (
         "from omnibatch.engine import build_engine\n"
@@ -220,6 +221,7 @@ def test_missing_vllm_fails_at_once_naming_the_extra(tmp_path):
     assert time.perf_counter() - started < 60
 
 
+@pytest.mark.slow
 def test_cli_without_vllm_exits_with_the_install_hint(tmp_path):
     from tests.mediagen import make_speech
 

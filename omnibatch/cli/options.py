@@ -41,6 +41,16 @@ EngineOpt = Annotated[
                  "tensor_parallel_size=2 -E max_model_len=40960 -E batch_size=16."),
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")]
+Parallel = Annotated[int, typer.Option(help="Run N shards at once as N local processes (one per GPU: each "
+                                       "sees only its own through CUDA_VISIBLE_DEVICES). Not with --shard.")]
+
+
+def job_config(task: str, *, out: Path, shard: str, no_resume: bool, engine_option: list[str] | None,
+               **fields: object) -> RunConfig:
+    """The RunConfig of a job command: its own fields plus the options every job command shares."""
+    index, count = parse_shard(shard)
+    return RunConfig(task=task, out=str(out), shard_index=index, num_shards=count, resume=not no_resume,
+                     engine_options=parse_engine_options(engine_option), **fields)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -92,15 +102,22 @@ class CapturedConfig:
 capturing: ContextVar[CapturedConfig | None] = ContextVar("omnibatch_capturing", default=None)
 
 
-def run_and_exit(config: RunConfig, verbose: bool) -> None:
+def run_and_exit(config: RunConfig, verbose: bool, parallel: int = 1) -> None:
     from omnibatch.pipeline.report import run_local
 
     if (captured := capturing.get()) is not None:
         captured.config = config
         return
+    if parallel < 1 or (parallel > 1 and config.num_shards > 1):
+        raise typer.BadParameter("--parallel N needs N >= 1 and cannot be combined with --shard")
     setup_logging(verbose)
     try:
-        code = run_local(config)
+        if parallel > 1:
+            from omnibatch.run.local import run_local_parallel
+
+            code = run_local_parallel(config, parallel)
+        else:
+            code = run_local(config)
     except OmnibatchError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_RUN_FAILED) from None

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from omnibatch.cli import app
 from omnibatch.cli.options import (
-    Engine, EngineOpt, Inputs, Language, MaxNewTokens, Model, NoResume, Out, RetryErrors, Shard, Verbose,
-    Workers, parse_engine_options, parse_formats, parse_shard, run_and_exit,
+    Engine, EngineOpt, Inputs, Language, MaxNewTokens, Model, NoResume, Out, Parallel, RetryErrors, Shard,
+    Verbose, Workers, job_config, parse_formats, run_and_exit,
 )
-from omnibatch.config import RunConfig
 
 
 @app.command()
@@ -29,18 +27,17 @@ def transcribe(
     chunk_seconds: Annotated[float, typer.Option(help="Longest region sent to the model; cuts fall in "
                                                  "pauses.")] = 30.0,
     workers: Workers = 1,
+    parallel: Parallel = 1,
     max_new_tokens: MaxNewTokens = 256,
     engine_option: EngineOpt = None,
     verbose: Verbose = False,
 ) -> None:
     """Transcribe speech: full text per file, time-stamped segments, SRT/VTT/TXT subtitles."""
-    index, count = parse_shard(shard)
-    config = RunConfig(task="transcribe", inputs=inputs, out=str(out), model=model, engine=engine,
-                       language=language, formats=parse_formats(formats), shard_index=index, num_shards=count,
-                       resume=not no_resume, retry_errors=retry_errors, chunk_seconds=chunk_seconds,
-                       workers=workers, max_new_tokens=max_new_tokens,
-                       engine_options=parse_engine_options(engine_option))
-    run_and_exit(config, verbose)
+    config = job_config("transcribe", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
+                        inputs=inputs, model=model, engine=engine, language=language,
+                        formats=parse_formats(formats), retry_errors=retry_errors, chunk_seconds=chunk_seconds,
+                        workers=workers, max_new_tokens=max_new_tokens)
+    run_and_exit(config, verbose, parallel)
 
 
 @app.command()
@@ -61,18 +58,17 @@ def caption(
                                                 "into clips (in pauses of speech) covering the whole "
                                                 "file.")] = 30.0,
     workers: Workers = 1,
+    parallel: Parallel = 1,
     max_new_tokens: MaxNewTokens = 256,
     engine_option: EngineOpt = None,
     verbose: Verbose = False,
 ) -> None:
     """Caption audio and video: a caption per clip (what is seen and heard) and one for the whole file."""
-    index, count = parse_shard(shard)
-    config = RunConfig(task="caption", inputs=inputs, out=str(out), model=model, engine=engine,
-                       shard_index=index, num_shards=count, resume=not no_resume, retry_errors=retry_errors,
-                       fps=fps, max_frames=max_frames, max_pixels=max_pixels, clip_seconds=clip_seconds,
-                       workers=workers, max_new_tokens=max_new_tokens,
-                       engine_options=parse_engine_options(engine_option))
-    run_and_exit(config, verbose)
+    config = job_config("caption", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
+                        inputs=inputs, model=model, engine=engine, retry_errors=retry_errors, fps=fps,
+                        max_frames=max_frames, max_pixels=max_pixels, clip_seconds=clip_seconds,
+                        workers=workers, max_new_tokens=max_new_tokens)
+    run_and_exit(config, verbose, parallel)
 
 
 @app.command()
@@ -103,18 +99,16 @@ def summarize(
     clip_seconds: Annotated[float, typer.Option(help="Files without speech are captioned in clips of at most "
                                                 "this long, and the captions summarized.")] = 30.0,
     workers: Workers = 1,
+    parallel: Parallel = 1,
     max_new_tokens: MaxNewTokens = 256,
     engine_option: EngineOpt = None,
     verbose: Verbose = False,
 ) -> None:
     """Summarize each file (its transcript, or captions when there is no speech) and speak the summary to a
     24 kHz WAV: audio/<id>.wav beside summarize/ Parquet rows."""
-    index, count = parse_shard(shard)
-    config = RunConfig(task="summarize", inputs=inputs, out=str(out), model=model, engine=engine,
-                       language=language, shard_index=index, num_shards=count, resume=not no_resume,
-                       retry_errors=retry_errors, chunk_seconds=chunk_seconds, clip_seconds=clip_seconds,
-                       speaker=speaker, speak=not no_speak, max_words=max_words,
-                       summary_piece_chars=piece_chars, speech_timeout_s=speech_timeout, workers=workers,
-                       max_new_tokens=max_new_tokens,
-                       engine_options=parse_engine_options(engine_option))
-    run_and_exit(config, verbose)
+    config = job_config("summarize", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
+                        inputs=inputs, model=model, engine=engine, language=language, retry_errors=retry_errors,
+                        chunk_seconds=chunk_seconds, clip_seconds=clip_seconds, speaker=speaker,
+                        speak=not no_speak, max_words=max_words, summary_piece_chars=piece_chars,
+                        speech_timeout_s=speech_timeout, workers=workers, max_new_tokens=max_new_tokens)
+    run_and_exit(config, verbose, parallel)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from omnibatch.config import RunConfig
 from omnibatch.errors import InputError, MediaError
@@ -69,6 +69,9 @@ class CaptionTask:
     # in the file, several times higher (benchmarks/caption_memory.py, benchmarks/README.md).
     frame_backend: Literal["auto", "decord", "ffmpeg"] = "ffmpeg"
     name: str = "caption"
+    # Decoded video is ~0.7 MB per second at the default budget, so the engine's wave and the
+    # decode-ahead window hold 5 minutes of clips (~210 MB), not the runner's 30-minute default.
+    max_wave_seconds: ClassVar[float] = 300.0
 
     def __post_init__(self) -> None:
         check_caption_config(self.config)

@@ -259,7 +259,9 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
     wave_s = 0.0
     open_items: list[ItemState] = []
     try:
-        for event in iter_loaded(task, pending, executor, max_pending_s=config.wave_seconds):
+        # A task whose requests are heavy (video frames) may hold fewer media seconds per wave.
+        wave_budget_s = min(config.wave_seconds, getattr(task, "max_wave_seconds", config.wave_seconds))
+        for event in iter_loaded(task, pending, executor, max_pending_s=wave_budget_s):
             if should_stop():
                 break
             if isinstance(event, Planned):
@@ -268,7 +270,7 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
             elif isinstance(event, Loaded) and event.request is not None and event.state.error is None:
                 wave.append((event.state, event.request))
                 wave_s += event.chunk.duration_s
-            if wave_s >= config.wave_seconds:
+            if wave_s >= wave_budget_s:
                 run_wave(wave, open_items)
                 wave, wave_s = [], 0.0
                 if should_stop():
