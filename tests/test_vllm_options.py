@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from omnibatch.engine import build_engine
-from omnibatch.engine.vllm_engine import _describe, _external_id, interleaved_mrope_override, whole_hops
+from omnibatch.engine.vllm_engine import _external_id, whole_hops
 from omnibatch.engine.vllm_options import (
     CPU_MAX_MODEL_LEN,
     GPU_MAX_MODEL_LEN,
@@ -24,12 +24,15 @@ from omnibatch.engine.vllm_options import (
     resolve_settings,
     supported_spec_methods,
 )
+from omnibatch.engine.vllm_startup import describe_error, interleaved_mrope_override
 from omnibatch.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_METHODS = {"ngram", "ngram_gpu", "suffix", "draft_model", "eagle", "eagle3", "dspark", "mtp", "medusa"}
 CPU = Platform(on_cpu=True, spec_methods=frozenset({"ngram", "draft_model", "eagle3"}), model_max_len=65536)
-GPU = Platform(on_cpu=False, spec_methods=frozenset({"ngram", "ngram_gpu", "draft_model"}), model_max_len=65536)
+GPU = Platform(
+    on_cpu=False, spec_methods=frozenset({"ngram", "ngram_gpu", "draft_model"}), model_max_len=65536
+)
 
 
 def test_cpu_defaults_for_the_tiny_model():
@@ -38,7 +41,11 @@ def test_cpu_defaults_for_the_tiny_model():
     assert s.enforce_eager is True and s.dtype == "float32" and s.cpu_kvcache_space_gib == 1
     assert s.limit_mm_per_prompt == {"audio": 1, "video": 1, "image": 0}
     kwargs = s.llm_kwargs()
-    assert kwargs["enforce_eager"] is True and "speculative_config" not in kwargs and "max_num_seqs" not in kwargs
+    assert (
+        kwargs["enforce_eager"] is True
+        and "speculative_config" not in kwargs
+        and "max_num_seqs" not in kwargs
+    )
 
 
 def test_gpu_defaults_fit_forty_minutes_of_audio():
@@ -55,10 +62,19 @@ def test_gpu_defaults_fit_forty_minutes_of_audio():
 
 def test_explicit_options_pass_through():
     s = resolve_settings(
-        {"tensor_parallel_size": 2, "max_model_len": 65536, "max_num_seqs": 64, "gpu_memory_utilization": 0.85,
-         "dtype": "bfloat16", "enforce_eager": True, "seed": 7, "limit_mm_per_prompt": {"video": 0},
-         "engine_args": {"enable_prefix_caching": True}},
-        GPU, is_tiny=False,
+        {
+            "tensor_parallel_size": 2,
+            "max_model_len": 65536,
+            "max_num_seqs": 64,
+            "gpu_memory_utilization": 0.85,
+            "dtype": "bfloat16",
+            "enforce_eager": True,
+            "seed": 7,
+            "limit_mm_per_prompt": {"video": 0},
+            "engine_args": {"enable_prefix_caching": True},
+        },
+        GPU,
+        is_tiny=False,
     )
     kwargs = s.llm_kwargs()
     assert kwargs["tensor_parallel_size"] == 2 and kwargs["max_model_len"] == 65536
@@ -122,7 +138,7 @@ def test_speculative_config_is_checked_against_what_vllm_supports():
         check_speculative_config({"method": "eagle3", "num_speculative_tokens": 3}, CPU)
     with pytest.raises(InputError, match="num_speculative_tokens"):
         check_speculative_config({"method": "ngram"}, CPU)
-    with pytest.raises(InputError, match="needs a \"method\""):
+    with pytest.raises(InputError, match='needs a "method"'):
         check_speculative_config({"num_speculative_tokens": 3}, CPU)
     with pytest.raises(InputError, match="JSON object"):
         check_speculative_config("ngram", CPU)
@@ -157,10 +173,17 @@ def test_interleaved_mrope_override():
     rope = {"interleaved": True, "mrope_section": [6, 5, 5], "rope_theta": 1e6, "rope_type": "default"}
     config = {"thinker_config": {"text_config": {"rope_parameters": rope}}}
     override = interleaved_mrope_override(config)
-    assert override == {"thinker_config": {"text_config": {"rope_parameters": {**rope, "mrope_interleaved": True}}}}
+    assert override == {
+        "thinker_config": {"text_config": {"rope_parameters": {**rope, "mrope_interleaved": True}}}
+    }
     upstream = {"thinker_config": {"text_config": {"rope_scaling": {**rope, "mrope_interleaved": True}}}}
     assert interleaved_mrope_override(upstream) is None
-    assert interleaved_mrope_override({"thinker_config": {"text_config": {"rope_parameters": {"rope_theta": 1}}}}) is None
+    assert (
+        interleaved_mrope_override(
+            {"thinker_config": {"text_config": {"rope_parameters": {"rope_theta": 1}}}}
+        )
+        is None
+    )
     assert interleaved_mrope_override({}) is None
 
 
@@ -180,9 +203,36 @@ def test_describe_reports_the_innermost_cause():
         try:
             raise ValueError("absolute aspect ratio must be smaller than 200, got 250.0")
         except ValueError as inner:
-            raise ValueError("Failed to apply Qwen3OmniMoeProcessor on data={'videos': [array([[1, 2]])]}") from inner
+            raise ValueError(
+                "Failed to apply Qwen3OmniMoeProcessor on data={'videos': [array([[1, 2]])]}"
+            ) from inner
     except ValueError as outer:
-        assert _describe(outer) == "ValueError: absolute aspect ratio must be smaller than 200, got 250.0"
+        assert (
+            describe_error(outer) == "ValueError: absolute aspect ratio must be smaller than 200, got 250.0"
+        )
+
+
+def test_every_documented_option_is_a_constructor_option():
+    import inspect
+
+    from omnibatch.engine.vllm_engine import VllmEngine
+    from omnibatch.engine.vllm_options import OPTION_NAMES
+
+    params = inspect.signature(VllmEngine).parameters
+    keyword_only = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert keyword_only == {*OPTION_NAMES, "config"}  # -E config=FILE.json takes the same names
+    for name in keyword_only:
+        assert f"- {name}:" in VllmEngine.__doc__
+
+
+def test_scoped_environment_restores_what_was_there(monkeypatch):
+    from omnibatch.engine.vllm_startup import scoped_environment
+
+    monkeypatch.setenv("OMNIBATCH_T_KEEP", "old")
+    monkeypatch.delenv("OMNIBATCH_T_NEW", raising=False)
+    with scoped_environment({"OMNIBATCH_T_KEEP": "new", "OMNIBATCH_T_NEW": "1"}):
+        assert os.environ["OMNIBATCH_T_KEEP"] == "new" and os.environ["OMNIBATCH_T_NEW"] == "1"
+    assert os.environ["OMNIBATCH_T_KEEP"] == "old" and "OMNIBATCH_T_NEW" not in os.environ
 
 
 def test_unknown_option_is_refused_before_vllm_starts():
@@ -192,7 +242,8 @@ def test_unknown_option_is_refused_before_vllm_starts():
 
 def test_module_imports_nothing_heavy():
     code = (
-        "import sys, omnibatch.engine.vllm_engine, omnibatch.engine.vllm_options\n"
+        "import sys\n"
+        "import omnibatch.engine.vllm_engine, omnibatch.engine.vllm_options, omnibatch.engine.vllm_startup\n"
         "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -214,7 +265,9 @@ def test_missing_vllm_fails_at_once_naming_the_extra(tmp_path):
     )
     env = {**os.environ, "OMNIBATCH_CACHE": str(tmp_path / "cache")}
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("MISSING") and "pip install 'omnibatch[vllm]'" in out.stdout
     assert not (tmp_path / "cache").exists()  # failed before building the tiny model
@@ -233,6 +286,8 @@ def test_cli_without_vllm_exits_with_the_install_hint(tmp_path):
         "main()\n"
     )
     env = {**os.environ, "OMNIBATCH_CACHE": str(tmp_path / "cache")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     assert out.returncode == 3, out.stderr
     assert "omnibatch[vllm]" in out.stderr

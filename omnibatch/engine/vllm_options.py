@@ -20,8 +20,9 @@ from omnibatch.errors import InputError
 
 # 40 minutes of audio is 31,200 audio tokens (13 per second) plus the prompt and the answer.
 GPU_MAX_MODEL_LEN = 40960
-# On CPU a whole 40-minute file is still possible (-E max_model_len=40960); the default
-# covers 10 minutes, which keeps the start-up warm-up and the KV cache small.
+# On CPU the default covers ~20 minutes of audio in one request: vLLM must fit one whole
+# sequence in VLLM_CPU_KVCACHE_SPACE (~1.5 GiB at this length for the real 30B Thinker).
+# A whole 40-minute file is still possible with -E max_model_len=40960.
 CPU_MAX_MODEL_LEN = 16384
 # vLLM's own CPU default takes a share of all memory; the tiny model needs almost none.
 TINY_CPU_KVCACHE_GIB = 1
@@ -49,7 +50,9 @@ OPTION_NAMES = (
 # Speculative methods that need no weights of their own (they draft from the prompt).
 MODEL_FREE_METHODS = frozenset({"ngram", "ngram_gpu", "suffix"})
 # Methods that draft with a separate checkpoint, given as `model`.
-DRAFT_MODEL_METHODS = frozenset({"draft_model", "eagle", "eagle3", "dspark", "dflash", "medusa", "mlp_speculator"})
+DRAFT_MODEL_METHODS = frozenset(
+    {"draft_model", "eagle", "eagle3", "dspark", "dflash", "medusa", "mlp_speculator"}
+)
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise InputError(
             f"vLLM config file {file} has unknown option(s) {', '.join(unknown)}; it takes: "
-            f"{', '.join(OPTION_NAMES)} (put other vLLM engine arguments under \"engine_args\")"
+            f'{", ".join(OPTION_NAMES)} (put other vLLM engine arguments under "engine_args")'
         )
     return data
 
@@ -183,7 +186,8 @@ def check_mm_limits(value: Any) -> dict[str, int]:
     if value is None:
         return dict(DEFAULT_MM_LIMITS)
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in value.items()
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
     ):
         raise InputError(
             f'limit_mm_per_prompt must be a JSON object of modality: count, e.g. {{"audio": 1, "video": 1}}, '
@@ -191,7 +195,9 @@ def check_mm_limits(value: Any) -> dict[str, int]:
         )
     unknown = sorted(set(value) - set(DEFAULT_MM_LIMITS))
     if unknown:
-        raise InputError(f"limit_mm_per_prompt: unknown modality {', '.join(unknown)}; use audio, video, image")
+        raise InputError(
+            f"limit_mm_per_prompt: unknown modality {', '.join(unknown)}; use audio, video, image"
+        )
     return {**DEFAULT_MM_LIMITS, **value}
 
 
@@ -207,7 +213,9 @@ def check_speculative_config(value: Any, platform: Platform) -> dict[str, Any] |
     method = value.get("method")
     supported = ", ".join(sorted(platform.spec_methods)) or "none"
     if not method:
-        raise InputError(f"speculative_config needs a \"method\"; this vLLM supports for Qwen3-Omni: {supported}")
+        raise InputError(
+            f'speculative_config needs a "method"; this vLLM supports for Qwen3-Omni: {supported}'
+        )
     if method not in platform.spec_methods:
         why = ""
         if method == "mtp" or str(method).endswith("_mtp"):
@@ -217,7 +225,9 @@ def check_speculative_config(value: Any, platform: Platform) -> dict[str, Any] |
             f"supported: {supported}"
         )
     if method in DRAFT_MODEL_METHODS and not value.get("model"):
-        raise InputError(f"speculative method {method!r} needs the draft checkpoint as \"model\": a local folder")
+        raise InputError(
+            f'speculative method {method!r} needs the draft checkpoint as "model": a local folder'
+        )
     if method in ("ngram", "ngram_gpu") and not value.get("num_speculative_tokens"):
         raise InputError('speculative method "ngram" needs "num_speculative_tokens" (e.g. 4)')
     return dict(value)
@@ -267,8 +277,10 @@ def _positive_int(opts: Mapping[str, Any], name: str, default: int | None) -> An
 def _check_video_size(value: Any) -> dict[str, int] | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or not value or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values())
     ):
         raise InputError(
             f'video_size must be a JSON object such as {{"longest_edge": 401408, "shortest_edge": 3136}}, '

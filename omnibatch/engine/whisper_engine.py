@@ -6,7 +6,8 @@ transcribed per model call through faster-whisper's batched pipeline: the
 chunks are laid end to end and each is named as a clip, which the pipeline
 encodes and decodes as one batch. Each chunk is decoded independently
 (no conditioning on previous text), and its segments come back with times
-relative to the chunk.
+relative to the chunk. Where whisper stops short of a chunk's end, the rest of
+the chunk is decoded again, as whisper's sequential decoder does.
 """
 
 from __future__ import annotations
