@@ -23,3 +23,16 @@ class MissingDependencyError(OmnibatchError, ImportError):
 
 class Interrupted(OmnibatchError):
     """The run stopped on a signal after flushing its finished rows; rerunning resumes it."""
+
+
+def describe_error(error: BaseException) -> str:
+    """One line a person can act on: the innermost cause's type and first line.
+
+    Libraries wrap the real problem ("Failed to apply ... on data=<the arrays>");
+    the innermost cause says what was wrong.
+    """
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(error).__name__}: {first}"[:500]

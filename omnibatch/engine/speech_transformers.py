@@ -56,7 +56,8 @@ class TransformersSpeechEngine:
             raise MissingDependencyError(
                 "speech needs torch and transformers: pip install omnibatch"
             ) from e
-        from omnibatch.engine.transformers_engine import _load_processor, _pick_device, _pick_dtype
+        from omnibatch.engine.transformers_engine import _pick_device, _pick_dtype
+        from omnibatch.models.processor import load_processor
 
         self.spec: ModelSpec = resolve_model(model)
         if not self.spec.has_talker:
@@ -77,7 +78,7 @@ class TransformersSpeechEngine:
                 torch.set_num_threads(threads)
         self._torch = torch
         with quiet_transformers():
-            self.processor = _load_processor(self.spec)
+            self.processor = load_processor(self.spec, self.name)
             self.omni = _load_full_model(self.spec, self.dtype, self.device)
         tokenizer = self.processor.tokenizer
         self._im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -127,14 +128,15 @@ class TransformersSpeechEngine:
         try:
             return self._run_batch(batch)
         except Exception as e:
-            from omnibatch.engine.transformers_engine import _describe, _is_device_failure
+            from omnibatch.engine.transformers_engine import _is_device_failure
+            from omnibatch.errors import describe_error
 
             if _is_device_failure(e):
-                raise EngineError(f"the GPU failed during speech and cannot go on: {_describe(e)}; "
+                raise EngineError(f"the GPU failed during speech and cannot go on: {describe_error(e)}; "
                                   "resume the run") from e
             if len(batch) == 1:
                 log.warning("speech for %s failed: %s", batch[0].id, e)
-                return [Speech(batch[0].id, None, error=_describe(e))]
+                return [Speech(batch[0].id, None, error=describe_error(e))]
             log.info("speech batch of %d failed (%s); retrying one by one", len(batch), e)
             return [s for r in batch for s in self._run_isolating([r])]
 
@@ -226,9 +228,9 @@ def _load_full_model(spec: ModelSpec, dtype, device):
     try:
         model = Qwen3OmniMoeForConditionalGeneration.from_pretrained(spec.source, dtype=dtype)
     except Exception as e:
-        from omnibatch.engine.transformers_engine import _describe
+        from omnibatch.errors import describe_error
 
-        raise EngineError(f"cannot load the Talker and Code2Wav of {spec.label}: {_describe(e)}") from e
+        raise EngineError(f"cannot load the Talker and Code2Wav of {spec.label}: {describe_error(e)}") from e
     if not getattr(model, "has_talker", False):
         raise EngineError(f"{spec.label} loaded without a Talker (enable_audio_output is off): "
                           "pass --no-speak")

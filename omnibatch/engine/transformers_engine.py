@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from omnibatch.errors import EngineError, InputError, MissingDependencyError
+from omnibatch.errors import EngineError, InputError, MissingDependencyError, describe_error
 from omnibatch.models.hf_quiet import quiet_transformers
+from omnibatch.models.processor import load_processor
 from omnibatch.models.resolve import ModelSpec, resolve_model
 from omnibatch.prompts import render_prompt, strip_thinking, uses_audio_in_video
 from omnibatch.records import Generation, Request
@@ -87,7 +88,7 @@ class TransformersEngine:
 
         self._torch = torch
         with quiet_transformers():
-            self.processor = _load_processor(self.spec)
+            self.processor = load_processor(self.spec, self.name)
             self.thinker = _load_thinker(self.spec, self.dtype, self.device, attn_implementation)
         tokenizer = self.processor.tokenizer
         self._pad_id = tokenizer.pad_token_id
@@ -131,10 +132,10 @@ class TransformersEngine:
             return self._run_batch(batch, key)
         except Exception as e:
             if _is_device_failure(e):
-                raise EngineError(f"the GPU failed and cannot go on: {_describe(e)}; resume the run") from e
+                raise EngineError(f"the GPU failed and cannot go on: {describe_error(e)}; resume the run") from e
             if len(batch) == 1:
                 log.warning("request %s failed: %s", batch[0].id, e)
-                return [Generation(request_id=batch[0].id, text="", error=_describe(e))]
+                return [Generation(request_id=batch[0].id, text="", error=describe_error(e))]
             log.info("batch of %d failed (%s); retrying one by one", len(batch), e)
             return [g for r in batch for g in self._run_isolating([r], key)]
 
@@ -312,12 +313,6 @@ def _is_device_failure(error: Exception) -> bool:
     return isinstance(error, RuntimeError) and "CUDA error" in str(error)
 
 
-def _describe(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(error).__name__}: {first}"[:500]
-
-
 def _shape_of(value: object) -> str:
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
@@ -359,21 +354,6 @@ def _can_spread_over_gpus() -> bool:
     return torch.cuda.device_count() > 1 and importlib.util.find_spec("accelerate") is not None
 
 
-def _load_processor(spec: ModelSpec):
-    from transformers import AutoProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(spec.source)
-    except Exception as e:
-        raise EngineError(f"cannot load the processor of {spec.label}: {_describe(e)}") from e
-    if type(processor).__name__ != "Qwen3OmniMoeProcessor":
-        raise EngineError(
-            f"{spec.label} has a {type(processor).__name__}, not a Qwen3OmniMoeProcessor: the transformers "
-            "engine runs the Qwen3-Omni family only"
-        )
-    return processor
-
-
 def _load_thinker(spec: ModelSpec, dtype, device, attn_implementation: str | None):
     from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
 
@@ -385,7 +365,7 @@ def _load_thinker(spec: ModelSpec, dtype, device, attn_implementation: str | Non
     try:
         thinker = Qwen3OmniMoeThinkerForConditionalGeneration.from_pretrained(spec.source, **kwargs)
     except Exception as e:
-        raise EngineError(f"cannot load the Thinker of {spec.label}: {_describe(e)}") from e
+        raise EngineError(f"cannot load the Thinker of {spec.label}: {describe_error(e)}") from e
     if "device_map" not in kwargs:
         thinker = thinker.to(device)
     return thinker.eval()

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from omnibatch.engine.transformers_engine import SAMPLE_RATE, check_request
+from omnibatch.models.processor import load_processor
 from omnibatch.engine.vllm_options import VllmSettings, merge_options, resolve_settings
 from omnibatch.engine.vllm_startup import (
     describe_error,
@@ -119,7 +120,7 @@ class VllmEngine:
             if self.spec.note:
                 log.warning("model %s: %s", self.spec.label, self.spec.note)
             with quiet_transformers():
-                self.processor = _load_processor(self.spec)
+                self.processor = load_processor(self.spec, self.name)
             tokenizer = self.processor.tokenizer
             stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
             self._eos_ids = [i for i in stop if i is not None and i != tokenizer.unk_token_id]
@@ -338,21 +339,6 @@ class VllmEngine:
             prompt_tokens=len(output.prompt_token_ids or ()),
             output_tokens=len(tokens),
         )
-
-
-def _load_processor(spec: ModelSpec):
-    from transformers import AutoProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(spec.source)
-    except Exception as e:
-        raise EngineError(f"cannot load the processor of {spec.label}: {describe_error(e)}") from e
-    if type(processor).__name__ != "Qwen3OmniMoeProcessor":
-        raise EngineError(
-            f"{spec.label} has a {type(processor).__name__}, not a Qwen3OmniMoeProcessor: the vllm engine "
-            "runs the Qwen3-Omni family only"
-        )
-    return processor
 
 
 def _saved_video_size(processor, spec: ModelSpec) -> dict[str, int] | None:

@@ -212,9 +212,9 @@ class VllmOmniSpeechEngine:
     @property
     def processor(self) -> Any:
         if self._processor is None:
-            from omnibatch.engine.transformers_engine import _load_processor
+            from omnibatch.models.processor import load_processor
 
-            self._processor = _load_processor(self.spec)
+            self._processor = load_processor(self.spec, self.name)
         return self._processor
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omnibatch.engine.vllm_options import Platform, VllmSettings, literal_values, supported_spec_methods
-from omnibatch.errors import EngineError, InputError, MissingDependencyError
+from omnibatch.errors import EngineError, InputError, MissingDependencyError, describe_error  # noqa: F401 - re-exported
 from omnibatch.models.resolve import ModelSpec, read_model_config
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,3 @@ def interleaved_mrope_override(config: dict[str, Any]) -> dict[str, Any] | None:
         if isinstance(rope, dict) and "mrope_section" in rope and "mrope_interleaved" not in rope:
             return {"thinker_config": {"text_config": {key: {**rope, "mrope_interleaved": True}}}}
     return None
-
-
-def describe_error(error: BaseException) -> str:
-    """One line a person can act on. vLLM wraps processor errors ("Failed to apply
-    Qwen3OmniMoeProcessor on data=<the arrays>"): the innermost cause says what was wrong."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(error).__name__}: {first}"[:500]
