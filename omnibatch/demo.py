@@ -1,4 +1,4 @@
-"""`omnibatch demo`: generate example media, run the jobs on the embedded model, show the outputs."""
+"""`omnibatch demo`: generate example media, run the three jobs on the embedded model, show the outputs."""
 
 from __future__ import annotations
 
@@ -82,9 +82,10 @@ def run_demo(out: Path, media: Path) -> int:
     print(f"generating example media in {media} ...", file=sys.stderr)
     manifest = write_manifest(media, make_example_media(media))
     code = 0
-    for task in ("transcribe",):
+    for task in ("transcribe", "caption", "summarize"):
+        print(f"\n== omnibatch {task} ==", file=sys.stderr)
         config = RunConfig(task=task, inputs=[str(manifest)], out=str(out), workers=0, max_new_tokens=16,
-                           formats=["parquet", "srt", "vtt", "txt"])
+                           formats=["parquet", "srt", "vtt", "txt"], max_words=24)
         code = max(code, run_local(config))
     print(f"\ndemo outputs are in {out}:", file=sys.stderr)
     for path in sorted(out.rglob("*")):

@@ -22,5 +22,9 @@ def test_demo_runs_and_points_at_its_outputs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in media.iterdir() if p.suffix != ".jsonl") == sorted(EXAMPLE_NAMES)
     assert "meaningless" in result.stderr and str(out) in result.stderr
-    rows = pq.read_table(out / "transcribe").to_pylist()
-    assert len(rows) == len(EXAMPLE_NAMES) and {r["status"] for r in rows} == {"ok"}
+    for task in ("transcribe", "caption", "summarize"):
+        rows = pq.read_table(out / task).to_pylist()
+        assert len(rows) == len(EXAMPLE_NAMES) and {r["status"] for r in rows} == {"ok"}, task
+    spoken = pq.read_table(out / "summarize").to_pylist()
+    assert all((out / r["audio_path"]).is_file() and r["sample_rate"] == 24000 for r in spoken)
+    assert all(r["clips"] for r in pq.read_table(out / "caption").to_pylist())
