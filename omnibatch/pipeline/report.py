@@ -32,9 +32,7 @@ def summarize_stats(stats: ShardStats, out: str) -> str:
 
 def run_local(config: RunConfig) -> int:
     """Run the configured shard; return the process exit code (1 when any item failed)."""
-    tiny = uses_tiny_model(config.model, config.engine)
-    if tiny:
-        print(TINY_NOTICE, file=sys.stderr)
+    tiny = uses_tiny_model(config.model, config.engine)  # the engine warns as it loads; we repeat it last
     from omnibatch.run.attempt import shard_attempt
 
     with shard_attempt(config) as attempt:  # log file, attempt record, stop on SIGTERM/USR2/Ctrl-C
