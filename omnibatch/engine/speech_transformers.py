@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from omnibatch.errors import EngineError, InputError, MissingDependencyError
+from omnibatch.errors import EngineError, InputError
 from omnibatch.models.hf_quiet import quiet_transformers
 from omnibatch.models.resolve import ModelSpec, resolve_model
 from omnibatch.speech import SAMPLE_RATE, SAMPLES_PER_CODE, Speech, SpeechRequest, codes_for
@@ -49,14 +49,7 @@ class TransformersSpeechEngine:
     ) -> None:
         if batch_size < 1:
             raise InputError(f"speech batch_size must be at least 1, got {batch_size}")
-        try:
-            import torch
-            import transformers  # noqa: F401 - fail here, with the message below
-        except ImportError as e:
-            raise MissingDependencyError(
-                "speech needs torch and transformers: pip install omnibatch"
-            ) from e
-        from omnibatch.engine.transformers_engine import _pick_device, _pick_dtype
+        from omnibatch.engine.transformers_engine import prepare_torch
         from omnibatch.models.processor import load_processor
 
         self.spec: ModelSpec = resolve_model(model)
@@ -65,17 +58,12 @@ class TransformersSpeechEngine:
                 f"{self.spec.label} has no Talker (a text-only, Thinking or Captioner checkpoint) and cannot "
                 "speak: pass --no-speak, or --model an Instruct checkpoint with audio output"
             )
+        torch, self.device, self.dtype = prepare_torch(self.spec, device, dtype, num_threads, "speech")
         self.model = self.spec.label
         self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.seed = seed
         self.talker_sampling = talker_sampling
-        self.device = _pick_device(torch, device)
-        self.dtype = _pick_dtype(torch, dtype, self.device, self.spec)
-        if self.device.type == "cpu":
-            threads = num_threads or (1 if self.spec.is_tiny else None)
-            if threads:
-                torch.set_num_threads(threads)
         self._torch = torch
         with quiet_transformers():
             self.processor = load_processor(self.spec, self.name)

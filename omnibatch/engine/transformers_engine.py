@@ -62,27 +62,13 @@ class TransformersEngine:
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        try:
-            import torch
-            import transformers  # noqa: F401 - fail here, with the message below
-        except ImportError as e:
-            raise MissingDependencyError(
-                "the transformers engine needs torch and transformers: pip install omnibatch"
-            ) from e
-
         self.spec: ModelSpec = resolve_model(model)
+        torch, self.device, self.dtype = prepare_torch(self.spec, device, dtype, num_threads,
+                                                       "the transformers engine")
         self.model = self.spec.label
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.max_batch_tokens = max_batch_tokens
-        self.device = _pick_device(torch, device)
-        self.dtype = _pick_dtype(torch, dtype, self.device, self.spec)
-        if self.device.type == "cpu":
-            # Tiny matmuls lose more to thread handoff than they gain (4-6x on 2 cores);
-            # real weights on a many-core host want the default.
-            threads = num_threads or (1 if self.spec.is_tiny else None)
-            if threads:
-                torch.set_num_threads(threads)
         if self.spec.note:
             log.warning("model %s: %s", self.spec.label, self.spec.note)
 
@@ -319,6 +305,23 @@ def _shape_of(value: object) -> str:
     if shape is None:
         return type(value).__name__
     return f"{type(value).__name__} shape={shape} dtype={dtype}"
+
+
+def prepare_torch(spec: ModelSpec, device: str, dtype: str, num_threads: int | None, what: str):
+    """Import torch for an engine running `spec`; choose its device, dtype and CPU threads once."""
+    try:
+        import torch
+        import transformers  # noqa: F401 - fail here, with the message below
+    except ImportError as e:
+        raise MissingDependencyError(f"{what} needs torch and transformers: pip install omnibatch") from e
+    chosen = _pick_device(torch, device)
+    if chosen.type == "cpu":
+        # Tiny matmuls lose more to thread handoff than they gain (4-6x on 2 cores);
+        # real weights on a many-core host want the default.
+        threads = num_threads or (1 if spec.is_tiny else None)
+        if threads:
+            torch.set_num_threads(threads)
+    return torch, chosen, _pick_dtype(torch, dtype, chosen, spec)
 
 
 def _pick_device(torch, device: str):
