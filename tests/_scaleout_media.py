@@ -129,3 +129,10 @@ def row_count(out: Path, table: str = "transcribe") -> int:
         except (OSError, ValueError):  # renamed away under us
             pass
     return total
+
+
+def run_reference(manifest: Path, folder: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """One uninterrupted single-process run of `manifest` into `folder/out`: its result and rows."""
+    out = folder / "out"
+    done = run_shard_to_end(write_config(tiny_config(manifest, out), folder / "config.json"))
+    return done, read_rows(out)

@@ -28,6 +28,7 @@ from tests._scaleout_media import (
     tiny_config,
     wait_for,
     write_config,
+    run_reference,
 )
 
 pytestmark = pytest.mark.slow
@@ -43,10 +44,8 @@ def manifest(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(manifest, tmp_path_factory):
     """The rows of one uninterrupted run."""
-    out = tmp_path_factory.mktemp("reference") / "out"
-    done = run_shard_to_end(write_config(tiny_config(manifest, out), out.parent / "config.json"))
+    done, rows = run_reference(manifest, tmp_path_factory.mktemp("reference"))
     assert done.returncode == 1, done.stderr  # 1: the missing file failed, everything else ran
-    rows = read_rows(out)
     assert len(rows) == ITEMS + 1 and rows[MISSING_ID][0] == "error"
     assert sum(1 for status, _, _ in rows.values() if status == "ok") == ITEMS
     assert len({text for _, text, _ in rows.values()}) >= 3  # texts differ between items

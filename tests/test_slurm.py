@@ -23,11 +23,10 @@ from tests._scaleout_media import (
     make_speech_manifest,
     omnibatch_cmd,
     read_rows,
-    run_shard_to_end,
     start_shard,
     tiny_config,
     wait_for,
-    write_config,
+    run_reference,
 )
 from tests.slurm_cluster import slurm_cluster  # noqa: F401 - the session fixture
 
@@ -42,10 +41,9 @@ def manifest(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(manifest, tmp_path_factory):
-    out = tmp_path_factory.mktemp("local") / "out"
-    done = run_shard_to_end(write_config(tiny_config(manifest, out), out.parent / "config.json"))
+    done, rows = run_reference(manifest, tmp_path_factory.mktemp("local"))
     assert done.returncode == 1, done.stderr
-    return read_rows(out)
+    return rows
 
 
 def shard_rows(out: Path, index: int) -> int:
