@@ -49,7 +49,7 @@ def transcribe_omnibatch(files: list[str], out: str, language: str) -> dict:
     import pyarrow.parquet as pq
 
     from omnibatch.config import RunConfig
-    from omnibatch.pipeline.runner import run_shard
+    from omnibatch.run.executor import run_shard
 
     config = RunConfig(task="transcribe", inputs=files, out=out, engine="whisper", language=language,
                        formats=["parquet"], resume=False, workers=1)

@@ -76,7 +76,7 @@ def write_manifest(folder: Path, files: list[ExampleFile]) -> Path:
 
 
 def run_demo(out: Path, media: Path) -> int:
-    from omnibatch.pipeline.report import run_local
+    from omnibatch.run.report import run_local
 
     out, media = out.resolve(), media.resolve()
     print(f"generating example media in {media} ...", file=sys.stderr)

@@ -98,6 +98,10 @@ class Request:
     `audio` is 16 kHz mono float32. `video` is uint8 frames (T, H, W, 3) sampled
     at `video_fps`; when both are given the audio is the video's own track.
     `prompt` None means "no text turn" (the Captioner takes audio only).
+
+    `id` is unique within a run and is what engines key on; the scheduler also
+    gives each request its file (`item_id`), pass (`step`) and place in that pass
+    (`index`) as fields, so nothing is ever parsed back out of the id.
     """
 
     id: str
@@ -108,6 +112,9 @@ class Request:
     system: str | None = None
     language: str | None = None  # a hint for recognizers that take one (whisper)
     max_new_tokens: int = 256
+    item_id: str = ""
+    step: str = ""
+    index: int = 0
 
 
 @dataclass
@@ -129,3 +136,4 @@ class Generation:
     segments: list[Segment] | None = None  # request-relative times, from engines that give them
     prompt_tokens: int = 0
     output_tokens: int = 0
+    finish_reason: str | None = None  # "stop" (ended by itself) | "length" (hit its token limit)

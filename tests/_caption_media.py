@@ -109,7 +109,7 @@ def recording_factory(holder: list[RecordingEngine]):
     """An engine factory for run_shard that builds the configured engine and records its requests."""
 
     def factory(config):
-        from omnibatch.pipeline.runner import default_engine_factory
+        from omnibatch.run.executor import default_engine_factory
 
         engine = RecordingEngine(default_engine_factory(config))
         holder.append(engine)

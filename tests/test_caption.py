@@ -27,7 +27,7 @@ from omnibatch.pipeline.caption import (
     join_captions,
     whole_file_prompt,
 )
-from omnibatch.pipeline.runner import run_shard
+from omnibatch.run.executor import run_shard
 from omnibatch.records import Chunk, Generation, MediaItem
 from tests._caption_media import (
     RecordingEngine,

@@ -470,7 +470,7 @@ def test_vllm_omni_sampling_params_are_real_vllm_params():
 
 def run_summarize(tmp_path: Path, inputs: dict[str, Path], tiny_dir: Path, *, calls: list | None = None,
                   events: list | None = None, **options):
-    from omnibatch.pipeline.runner import default_engine_factory, run_shard
+    from omnibatch.run.executor import default_engine_factory, run_shard
 
     def factory(config):
         engine = default_engine_factory(config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,12 @@ class PartWriter:
     """Buffers rows for one table of one shard and writes them as numbered parts."""
 
     def __init__(self, folder: Path, schema: pa.Schema, *, shard_index: int, fingerprint: str,
-                 rows_per_part: int = 1000) -> None:
+                 rows_per_part: int = 1000, auto_flush: bool = True) -> None:
         self.folder = folder
         self.schema = schema.with_metadata({FINGERPRINT_KEY: fingerprint.encode()})
         self.shard_index = shard_index
         self.rows_per_part = max(1, rows_per_part)
+        self.auto_flush = auto_flush  # False: parts are written only by flush(), when the caller commits
         self._rows: list[dict[str, Any]] = []
         self._seq = self._next_seq()
         self.written: list[Path] = []
@@ -52,19 +53,23 @@ class PartWriter:
                 if (m := _PART_RE.match(p.name)) and int(m.group(1)) == self.shard_index]
         return max(seqs, default=-1) + 1
 
-    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+    def add(self, rows: Iterable[Any]) -> None:
         self._rows.extend(rows)
-        while len(self._rows) >= self.rows_per_part:
+        while self.auto_flush and len(self._rows) >= self.rows_per_part:
             self._write(self._rows[: self.rows_per_part])
             del self._rows[: self.rows_per_part]
 
     def flush(self) -> None:
-        if self._rows:
-            self._write(self._rows)
-            self._rows = []
+        while self._rows:
+            self._write(self._rows[: self.rows_per_part])
+            del self._rows[: self.rows_per_part]
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        table = pa.Table.from_pylist(rows, schema=self.schema)
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _write(self, rows: list[Any]) -> None:
+        # Typed rows (omnibatch.output.tables) or plain dicts with the schema's columns.
+        table = pa.Table.from_pylist([asdict(r) if is_dataclass(r) else r for r in rows], schema=self.schema)
         path = self.folder / f"part-{self.shard_index:05d}-{self._seq:05d}.parquet"
         write_table_atomic(table, path)
         self.written.append(path)

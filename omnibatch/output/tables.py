@@ -1,6 +1,15 @@
-"""Column schemas of the output tables (DESIGN.md, "User-facing contract")."""
+"""The output tables: one typed row per table, with its Arrow schema beside it (DESIGN.md, "User-facing contract").
+
+Every stage after the engine hands rows around as these dataclasses, never as
+free dicts; `to_table` is the one place they become Arrow. A task's row extends
+`FileRow` (the columns every file row has) with its own columns.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
@@ -10,6 +19,7 @@ FILE_COLUMNS: list[pa.Field] = [
     pa.field("path", pa.string()),
     pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
     pa.field("error", pa.string()),
+    pa.field("error_stage", pa.string()),  # where it failed: probe | decode | engine | finish | speech
     pa.field("duration_s", pa.float64()),
     pa.field("model", pa.string()),
     pa.field("engine", pa.string()),
@@ -18,32 +28,133 @@ FILE_COLUMNS: list[pa.Field] = [
     pa.field("extra", pa.string()),  # the manifest's unknown keys, as a JSON object
 ]
 
-SEGMENT_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("index", pa.int32(), nullable=False),
-        pa.field("start_s", pa.float64(), nullable=False),
-        pa.field("end_s", pa.float64(), nullable=False),
-        pa.field("text", pa.string()),
-    ]
-)
+R = TypeVar("R", bound="FileRow")
+
+
+@dataclass(kw_only=True)
+class FileRow:
+    """What every file row holds; `status` follows from `error`."""
+
+    id: str
+    path: str | None = None
+    status: str = "ok"
+    error: str | None = None
+    error_stage: str | None = None
+    duration_s: float | None = None
+    model: str | None = None
+    engine: str | None = None
+    language: str | None = None
+    kind: str | None = None
+    extra: str | None = None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(FILE_COLUMNS)
+
+    @classmethod
+    def extend(cls: type[R], base: FileRow, **columns: Any) -> R:
+        """This task's row: the common columns of `base`, plus `columns`."""
+        common = {f.name: getattr(base, f.name) for f in fields(FileRow)}
+        return cls(**common, **columns)
+
+    def fail(self, stage: str, error: str) -> None:
+        self.status, self.error, self.error_stage = "error", error, stage
+
+
+@dataclass(kw_only=True)
+class TranscribeRow(FileRow):
+    text: str | None = None
+    num_chunks: int | None = None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        FILE_COLUMNS + [pa.field("text", pa.string()), pa.field("num_chunks", pa.int32())]
+    )
+
+
+@dataclass(frozen=True)
+class ClipCaption:
+    start_s: float
+    end_s: float
+    caption: str
+
 
 CLIP_TYPE = pa.struct(
     [pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()), pa.field("caption", pa.string())]
 )
 
-TASK_COLUMNS: dict[str, list[pa.Field]] = {
-    "transcribe": [pa.field("text", pa.string()), pa.field("num_chunks", pa.int32())],
-    "caption": [pa.field("caption", pa.string()), pa.field("clips", pa.list_(CLIP_TYPE))],
-    "summarize": [
-        pa.field("transcript", pa.string()),
-        pa.field("summary", pa.string()),
-        pa.field("audio_path", pa.string()),
-        pa.field("audio_duration_s", pa.float64()),
-        pa.field("sample_rate", pa.int32()),
-    ],
+
+@dataclass(kw_only=True)
+class CaptionRow(FileRow):
+    caption: str | None = None
+    clips: list[ClipCaption] | None = None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        FILE_COLUMNS + [pa.field("caption", pa.string()), pa.field("clips", pa.list_(CLIP_TYPE))]
+    )
+
+
+@dataclass(kw_only=True)
+class SummarizeRow(FileRow):
+    transcript: str | None = None
+    summary: str | None = None
+    audio_path: str | None = None
+    audio_duration_s: float | None = None
+    sample_rate: int | None = None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        FILE_COLUMNS
+        + [
+            pa.field("transcript", pa.string()),
+            pa.field("summary", pa.string()),
+            pa.field("audio_path", pa.string()),
+            pa.field("audio_duration_s", pa.float64()),
+            pa.field("sample_rate", pa.int32()),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """One time-stamped piece of a transcript, in the file's timeline; joins file rows on `id`."""
+
+    id: str
+    index: int
+    start_s: float
+    end_s: float
+    text: str | None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("index", pa.int32(), nullable=False),
+            pa.field("start_s", pa.float64(), nullable=False),
+            pa.field("end_s", pa.float64(), nullable=False),
+            pa.field("text", pa.string()),
+        ]
+    )
+
+
+ROW_TYPES: dict[str, type[FileRow]] = {
+    "transcribe": TranscribeRow,
+    "caption": CaptionRow,
+    "summarize": SummarizeRow,
 }
+SEGMENT_SCHEMA = SegmentRow.SCHEMA
 
 
 def file_schema(task: str) -> pa.Schema:
-    return pa.schema(FILE_COLUMNS + TASK_COLUMNS[task])
+    return ROW_TYPES[task].SCHEMA
+
+
+def to_table(rows: Sequence[Any], schema: pa.Schema) -> pa.Table:
+    """Arrow table of typed rows (dataclasses; nested ones become structs)."""
+    return pa.Table.from_pylist([asdict(r) for r in rows], schema=schema)
+
+
+def from_table(table: pa.Table, row_type: type[R]) -> list[R]:
+    """Typed rows back from a table written by `to_table` (columns it lacks keep their defaults)."""
+    names = {f.name for f in fields(row_type)} & set(table.column_names)
+    rows = []
+    for record in table.select(sorted(names)).to_pylist():
+        if row_type is CaptionRow and record.get("clips") is not None:
+            record["clips"] = [ClipCaption(**c) for c in record["clips"]]
+        rows.append(row_type(**record))
+    return rows

@@ -13,14 +13,15 @@ file's length. A file of one clip keeps that clip's caption.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeVar
 
 from omnibatch.config import RunConfig
 from omnibatch.errors import InputError, MediaError
 from omnibatch.models.resolve import Variant
-from omnibatch.pipeline.tasks import FileResult
+from omnibatch.output.tables import CaptionRow, ClipCaption, FileRow
+from omnibatch.pipeline.tasks import FileResult, NoSpeech, RegionRequest
 from omnibatch.records import Chunk, Generation, MediaInfo, MediaItem, Request
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Caption:
 
 
 @dataclass
-class CaptionTask:
+class CaptionTask(NoSpeech):
     """Caption each clip of a file, then the whole file. `variant` None: from `config.model`."""
 
     config: RunConfig
@@ -69,9 +70,10 @@ class CaptionTask:
     # in the file, several times higher (benchmarks/caption_memory.py, benchmarks/README.md).
     frame_backend: Literal["auto", "decord", "ffmpeg"] = "ffmpeg"
     name: str = "caption"
-    # Decoded video is ~0.7 MB per second at the default budget, so the engine's wave and the
-    # decode-ahead window hold 5 minutes of clips (~210 MB), not the runner's 30-minute default.
-    max_wave_seconds: ClassVar[float] = 300.0
+    row_type: ClassVar[type[FileRow]] = CaptionRow
+    # Decoded video is ~0.7 MB per second at the default budget, so the scheduler holds 5 minutes
+    # of decoded clips ahead of the engine (~210 MB), not transcribe's 30 minutes.
+    hold_seconds: ClassVar[float] = 300.0
 
     def __post_init__(self) -> None:
         check_caption_config(self.config)
@@ -82,39 +84,39 @@ class CaptionTask:
 
     # -- in decode workers -----------------------------------------------------------------
 
-    def plan(self, item: MediaItem, info: MediaInfo) -> list[Chunk]:
-        from omnibatch.clipping import ClipOptions, plan_clips
+    def decode(self, item: MediaItem, info: MediaInfo) -> Iterator[RegionRequest]:
+        """Every clip of the file as a request: the clip's audio comes from one streamed pass over
+        the file's sound (which also finds the pauses the cuts move into); its frames from an
+        ffmpeg run over the clip's span alone."""
+        yield from self.clip_requests(item, info, vad=self.config.vad)
 
-        self.inputs_for(item, info)  # refuse a file this model cannot caption before decoding it
-        speech: list[tuple[float, float]] = []
-        if info.has_audio and self.config.vad:
-            from omnibatch.media import stream_audio
-            from omnibatch.vad import detect_speech
+    def clip_requests(self, item: MediaItem, info: MediaInfo, *, vad: bool,
+                      clip_type: type[Chunk] = Chunk) -> Iterator[RegionRequest]:
+        from omnibatch.clipping import ClipOptions
+        from omnibatch.pipeline.stream import stream_clips
 
-            speech = detect_speech(stream_audio(item.path))
-        options = ClipOptions(clip_s=self.config.clip_seconds)
-        clips = plan_clips(info.duration_s, speech, options, item_id=item.id)
-        if not clips:
+        wanted = self.inputs_for(item, info)  # refuse a file this model cannot caption before decoding it
+        if not info.duration_s > 0:
             raise MediaError(f"{item.path.name}: the file reports no duration: there is nothing to caption")
-        return clips
+        clips = stream_clips(item.path, info.duration_s, ClipOptions(clip_s=self.config.clip_seconds),
+                             vad=vad and info.has_audio, with_audio=wanted.audio, item_id=item.id)
+        for clip, audio in clips:
+            chunk = clip if clip_type is Chunk else clip_type(clip.item_id, clip.index, clip.start_s, clip.end_s)
+            yield RegionRequest(chunk, self.clip_request(item, chunk, wanted, audio))
 
-    def load(self, item: MediaItem, info: MediaInfo, chunk: Chunk) -> Request:
-        """Decode one clip: its frames (sample_frames over the clip only) and/or its audio."""
-        from omnibatch.media import decode_audio, sample_frames
+    def clip_request(self, item: MediaItem, chunk: Chunk, wanted: Inputs, audio) -> Request:
+        from omnibatch.media import sample_frames
         from omnibatch.prompts import caption_prompt
 
-        wanted = self.inputs_for(item, info)
-        frames = audio = None
+        frames = None
         if wanted.video:
             frames = unless_past_end(
                 lambda: sample_frames(item.path, fps=self.config.fps, max_frames=self.config.max_frames,
                                       max_pixels=self.config.max_pixels, start_s=chunk.start_s,
                                       end_s=chunk.end_s, backend=self.frame_backend),
                 item, chunk, "video")
-        if wanted.audio:
-            audio = unless_past_end(
-                lambda: decode_audio(item.path, start_s=chunk.start_s, duration_s=chunk.duration_s),
-                item, chunk, "audio")
+        if audio is not None and audio.size == 0:
+            audio = None  # the clip starts after the sound has ended
         if frames is None and audio is None:
             raise MediaError(
                 f"{item.path.name}: neither picture nor sound in {chunk.start_s:.1f}-{chunk.end_s:.1f} s"
@@ -160,12 +162,12 @@ class CaptionTask:
             for k, group in enumerate(_groups(len(level)))
         ]
 
-    def finish(self, item: MediaItem, info: MediaInfo, chunks: list[Chunk], generations: list[Generation],
-               rounds: list[list[Generation]]) -> FileResult:
+    def finish(self, base: FileRow, item: MediaItem, info: MediaInfo, chunks: list[Chunk],
+               generations: list[Generation], rounds: list[list[Generation]]) -> FileResult:
         level = current_level(chunks, generations, rounds)
-        clips = [{"start_s": c.start_s, "end_s": c.end_s, "caption": g.text}
+        clips = [ClipCaption(start_s=c.start_s, end_s=c.end_s, caption=g.text)
                  for c, g in zip(chunks, generations, strict=True)]
-        return FileResult(row={"caption": join_captions(level), "clips": clips})
+        return FileResult(row=CaptionRow.extend(base, caption=join_captions(level), clips=clips))
 
 
 # -- pure helpers ---------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The summarize task: transcript (or clip captions) -> map-reduce summary -> spoken summary as a WAV.
 
-Stage-wise, as DESIGN.md describes: every Thinker pass of a shard runs first,
-batched across files by the runner (the transcript's regions, then the summary
-rounds as follow-ups), and only then, with the Thinker closed, does `finalize`
-build one speech engine and speak every summary, a batch at a time. With
-`speak=False` no speech engine is built and the audio columns stay null.
+Passes (see `pipeline.tasks`): the transcript's regions, then the map-reduce
+summary rounds as text rounds, all in the shared engine queue; then, after the
+shard's Thinker work and with the Thinker closed, the speech pass speaks every
+summary, a batch at a time, and each row is written as its WAV is. A row's text
+is kept (staged) the moment its summary is done, so an interrupted speech pass
+never costs Thinker work again. With `speak=False` no speech engine is built
+and the audio columns stay null.
 
 What is summarized: the transcript, cut and prompted exactly as `transcribe`
 does (the manifest's `language` is the speech's language). A file without
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from omnibatch.config import RunConfig
 from omnibatch.errors import InputError, MediaError
-from omnibatch.pipeline.tasks import FileResult
+from omnibatch.output.tables import FileRow, SummarizeRow
+from omnibatch.pipeline.tasks import FileResult, RegionRequest
 from omnibatch.records import Chunk, Generation, MediaInfo, MediaItem, Request
 from omnibatch.summaries import SummaryStep
 
@@ -45,40 +48,40 @@ class CaptionClip(Chunk):
 class SummarizeTask:
     config: RunConfig
     name: str = "summarize"
+    row_type: ClassVar[type[FileRow]] = SummarizeRow
+    hold_seconds: ClassVar[float] = 1800.0
 
     def __post_init__(self) -> None:
         check_summarize_config(self.config)
 
     # -- in decode workers -----------------------------------------------------------------
 
-    def plan(self, item: MediaItem, info: MediaInfo) -> list[Chunk]:
-        if info.has_audio:
-            from omnibatch.pipeline.speech_plan import plan_speech_chunks
+    def decode(self, item: MediaItem, info: MediaInfo) -> Iterator[RegionRequest]:
+        """The transcript's chunks from one pass over the sound, exactly as `transcribe` cuts and
+        prompts them; a file with no speech found is then captioned clip by clip (a second pass,
+        for those files only)."""
+        from omnibatch.pipeline.caption import CaptionTask
+        from omnibatch.pipeline.speech_plan import speech_chunks
+        from omnibatch.pipeline.transcribe import TranscribeTask
 
-            chunks = plan_speech_chunks(item, info, self.config)
-            if chunks:
-                return chunks
+        count = 0
+        if info.has_audio:
+            # The ASR prompt names the speech's language (the manifest's), not the summary's.
+            asr = TranscribeTask(dataclasses.replace(self.config, language=None))
+            for chunk, audio in speech_chunks(item, info, self.config):
+                count += 1
+                yield RegionRequest(chunk, asr.asr_request(item, chunk, audio))
+        if count:
+            return
         if not info.has_audio and not info.has_video:
             raise MediaError(f"{item.path.name} has neither an audio nor a video stream: "
                              "there is nothing to summarize")
-        from omnibatch.clipping import ClipOptions, plan_clips
-
-        clips = plan_clips(info.duration_s, (), ClipOptions(clip_s=self.config.clip_seconds), item_id=item.id)
-        if not clips:
+        if not info.duration_s > 0:
             raise MediaError(f"{item.path.name}: the file reports no duration, so there is nothing to "
                              "summarize")
-        log.info("%s has no speech: summarizing captions of %d clips instead", item.id, len(clips))
-        return [CaptionClip(c.item_id, c.index, c.start_s, c.end_s) for c in clips]
-
-    def load(self, item: MediaItem, info: MediaInfo, chunk: Chunk) -> Request:
-        if isinstance(chunk, CaptionClip):
-            from omnibatch.pipeline.caption import CaptionTask
-
-            return CaptionTask(self.config, variant="instruct").load(item, info, chunk)
-        from omnibatch.pipeline.transcribe import TranscribeTask
-
-        # The ASR prompt names the speech's language (the manifest's), not the summary's.
-        return TranscribeTask(dataclasses.replace(self.config, language=None)).load(item, info, chunk)
+        log.info("%s has no speech: summarizing captions of its clips instead", item.id)
+        captions = CaptionTask(self.config, variant="instruct")
+        yield from captions.clip_requests(item, info, vad=False, clip_type=CaptionClip)
 
     # -- in the main process ---------------------------------------------------------------
 
@@ -99,54 +102,46 @@ class SummarizeTask:
             for k in range(len(step.inputs))
         ]
 
-    def finish(self, item: MediaItem, info: MediaInfo, chunks: list[Chunk], generations: list[Generation],
-               rounds: list[list[Generation]]) -> FileResult:
+    def finish(self, base: FileRow, item: MediaItem, info: MediaInfo, chunks: list[Chunk],
+               generations: list[Generation], rounds: list[list[Generation]]) -> FileResult:
         from omnibatch.summaries import speakable_text
 
         source, kind = source_text(chunks, generations, info.duration_s)
-        row: dict[str, Any] = {"transcript": source if kind == "transcript" else None, "summary": None,
-                               "audio_path": None, "audio_duration_s": None, "sample_rate": None}
+        row = SummarizeRow.extend(base, transcript=source if kind == "transcript" else None)
         if not rounds:
             what = "the transcript is empty" if kind == "transcript" else "the clip captions are empty"
             return FileResult(row=row, error=f"nothing to summarize: {what}")
         if len(rounds[-1]) != 1:
             return FileResult(row=row, error="the model's summaries of the file's parts were all empty")
-        summary = speakable_text(rounds[-1][0].text, self.config.max_words)
-        row["summary"] = summary
-        if not summary:
+        row.summary = speakable_text(rounds[-1][0].text, self.config.max_words)
+        if not row.summary:
             return FileResult(row=row, error="the model wrote an empty summary")
         return FileResult(row=row)
 
-    def finalize(self, results: list[tuple[Any, FileResult]], should_stop: Callable[[], bool]) -> None:
-        """Speak every summary of the shard (one engine, built here, only if something is to be spoken)."""
-        if not self.config.speak:
-            return
-        from omnibatch.speech import SpeechRequest, check_speaker, speech_seconds_cap
-        from omnibatch.speech.stage import SpeechStats, speak_all
+    # -- the speech pass -------------------------------------------------------------------
 
-        todo = [(state, result) for state, result in results
-                if result.error is None and result.row.get("summary")]
-        if not todo:
+    def speech_request(self, row: FileRow):
+        if not self.config.speak or row.error or not getattr(row, "summary", None):
+            return None
+        from omnibatch.speech import SpeechRequest, check_speaker, speech_seconds_cap
+
+        return SpeechRequest(id=row.id, text=row.summary, speaker=check_speaker(self.config.speaker),
+                             max_seconds=speech_seconds_cap(row.summary))
+
+    def build_speech(self):
+        return build_speech(self.config)
+
+    def speak(self, engine, requests: list) -> list:
+        from omnibatch.speech.stage import speak_batch
+
+        return speak_batch(engine, requests, self.config.out_dir)
+
+    def apply_speech(self, row: FileRow, spoken) -> None:
+        if spoken.error is not None:
+            row.fail("speech", spoken.error)
             return
-        speaker = check_speaker(self.config.speaker)
-        requests = [SpeechRequest(id=state.item.id, text=result.row["summary"], speaker=speaker,
-                                  max_seconds=speech_seconds_cap(result.row["summary"]))
-                    for state, result in todo]
-        engine = build_speech(self.config)
-        stats = SpeechStats()
-        try:
-            spoken = speak_all(engine, requests, self.config.out_dir, should_stop=should_stop, stats=stats)
-        finally:
-            engine.close()
-        for state, result in todo:
-            done = spoken[state.item.id]
-            if done.error is not None:
-                result.error = done.error
-                continue
-            result.row.update(audio_path=done.audio_path, audio_duration_s=done.duration_s,
-                              sample_rate=done.sample_rate)
-        log.info("speech (%s): %d spoken, %d failed, %d capped, %.1f s of audio in %.1f s", engine.name,
-                 stats.spoken, stats.failed, stats.capped, stats.audio_s, stats.engine_s)
+        row.audio_path, row.audio_duration_s, row.sample_rate = spoken.audio_path, spoken.duration_s, \
+            spoken.sample_rate
 
 
 # -- helpers --------------------------------------------------------------------------------

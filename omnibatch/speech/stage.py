@@ -1,14 +1,13 @@
-"""Run a speech engine over many summaries, a batch at a time, and write each result as a WAV."""
+"""Speak a batch of summaries with a speech engine and write each result as a WAV."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omnibatch.errors import Interrupted
 from omnibatch.output.names import safe_filename
 from omnibatch.speech import SpeechEngine, SpeechRequest
 from omnibatch.speech.wav import write_wav
@@ -43,33 +42,18 @@ def audio_relpath(item_id: str) -> str:
     return f"{AUDIO_DIR}/{safe_filename(item_id)}.wav"
 
 
-def speak_all(engine: SpeechEngine, requests: Sequence[SpeechRequest], out_dir: Path, *,
-              should_stop: Callable[[], bool] = lambda: False,
-              stats: SpeechStats | None = None) -> dict[str, SpokenFile]:
-    """Speak every request, `engine.batch_size` at a time, writing `out_dir/audio/<id>.wav` for each.
-
-    Returns one SpokenFile per request id. A request the engine fails, or whose
-    WAV cannot be written, gets `error` and no file; the others are unaffected.
-    A stop request is honoured between batches (raises Interrupted).
-    """
+def speak_batch(engine: SpeechEngine, batch: Sequence[SpeechRequest], out_dir: Path,
+                stats: SpeechStats | None = None) -> list[SpokenFile]:
+    """Speak one batch and write each WAV; one SpokenFile per request, in order."""
     stats = stats if stats is not None else SpeechStats()
-    done: dict[str, SpokenFile] = {}
-    size = max(1, int(getattr(engine, "batch_size", 1)))
-    for start in range(0, len(requests), size):
-        if should_stop():
-            raise Interrupted(f"stopped on request after speaking {len(done)} of {len(requests)} summaries; "
-                              "rerun the same command to resume")
-        batch = list(requests[start:start + size])
-        t0 = time.perf_counter()
-        speeches = engine.speak(batch)
-        stats.engine_s += time.perf_counter() - t0
-        stats.requests += len(batch)
-        if len(speeches) != len(batch):
-            raise RuntimeError(f"the {engine.name} speech engine returned {len(speeches)} results "
-                               f"for {len(batch)} requests")
-        for request, speech in zip(batch, speeches):
-            done[request.id] = _write(request, speech, out_dir, stats)
-    return done
+    t0 = time.perf_counter()
+    speeches = engine.speak(list(batch))
+    stats.engine_s += time.perf_counter() - t0
+    stats.requests += len(batch)
+    if len(speeches) != len(batch):
+        raise RuntimeError(f"the {engine.name} speech engine returned {len(speeches)} results "
+                           f"for {len(batch)} requests")
+    return [_write(request, speech, out_dir, stats) for request, speech in zip(batch, speeches)]
 
 
 def _write(request: SpeechRequest, speech, out_dir: Path, stats: SpeechStats) -> SpokenFile:

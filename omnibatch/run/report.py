@@ -6,7 +6,7 @@ import sys
 
 from omnibatch.config import RunConfig
 from omnibatch.models.notice import TINY_NOTICE, uses_tiny_model
-from omnibatch.pipeline.runner import ShardStats, run_shard
+from omnibatch.run.executor import ShardStats, run_shard
 
 
 def summarize_stats(stats: ShardStats, out: str) -> str:
