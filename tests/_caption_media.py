@@ -89,7 +89,15 @@ class RecordingEngine:
         self.asked: list[Asked] = []
         self.answers: dict[str, str] = {}  # request id -> generated text
 
-    def generate(self, requests):
+    @property
+    def max_in_flight(self) -> int:
+        return self.inner.max_in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return self.inner.in_flight
+
+    def submit(self, requests):
         for r in requests:
             self.asked.append(Asked(
                 id=r.id, prompt=r.prompt,
@@ -97,7 +105,10 @@ class RecordingEngine:
                 video_shape=None if r.video is None else tuple(r.video.shape),
                 video_fps=r.video_fps,
             ))
-        out = self.inner.generate(requests)
+        self.inner.submit(requests)
+
+    def step(self):
+        out = self.inner.step()
         self.answers.update((g.request_id, g.text) for g in out)
         return out
 

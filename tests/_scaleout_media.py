@@ -1,7 +1,7 @@
 """Shared by the scale-out tests (resume, local parallel, Slurm): a spoken manifest and its outputs.
 
     manifest = make_speech_manifest(tmp_path, 12)        # espeak-ng WAVs + one missing file
-    config = tiny_config(manifest, tmp_path / "out")    # tiny Qwen3-Omni, small waves and parts
+    config = tiny_config(manifest, tmp_path / "out")    # tiny Qwen3-Omni, small parts
     proc = start_shard(config_file, "0/1")              # `omnibatch run-shard`, own process group
     rows = read_rows(tmp_path / "out")                  # {id: (status, text, duration_s)} from Parquet
 """
@@ -62,7 +62,7 @@ def tiny_config(manifest: Path, out: Path, **overrides) -> RunConfig:
     # happen to share its batch (left padding changes a random model's greedy choices).
     settings = dict(task="transcribe", inputs=[str(manifest)], out=str(out), engine="transformers",
                     max_new_tokens=6, engine_options={"batch_size": 1}, formats=["parquet"],
-                    wave_seconds=4.0, rows_per_part=2, workers=1)
+                    rows_per_part=2, workers=1)
     settings.update(overrides)
     return RunConfig(**settings)
 

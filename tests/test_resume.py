@@ -1,7 +1,7 @@
 """A killed or stopped run resumes to exactly what an uninterrupted run writes, each item once.
 
 Real processes (`omnibatch run-shard`), real espeak-ng speech, the embedded tiny
-Qwen3-Omni on the transformers engine; small waves and parts so that a run
+Qwen3-Omni on the transformers engine; small parts so that a run
 writes many parts and can be caught in the middle.
 """
 
@@ -93,7 +93,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes(manifest, reference, tmp_pa
     assert proc.returncode == 3, (out.parent / "first-attempt.log").read_text()  # interrupted: rerun resumes
     assert 0 < written < ITEMS + 1
     first_log = (out.parent / "first-attempt.log").read_text()
-    assert "got SIGTERM, stopping after the current wave" in first_log and "Traceback" not in first_log
+    assert "got SIGTERM, stopping: writing the finished files" in first_log and "Traceback" not in first_log
     # What the signal cut short (a killed ffmpeg, a decode worker) was not recorded as a failure.
     assert {i for i, (status, *_) in read_rows(out).items() if status == "error"} <= {MISSING_ID}
     status = subprocess.run(omnibatch_cmd("status", str(out)), capture_output=True, text=True, timeout=120)

@@ -101,7 +101,7 @@ def requeue_now(cluster, task_job: str, timeout: float = 60) -> None:
 def test_cancelled_requeued_and_timed_out_tasks_resume_to_each_item_once(slurm_cluster, manifest, reference,
                                                                          tmp_path):
     out = tmp_path / "out"
-    config = tiny_config(manifest, out)  # small waves and parts: progress lands in many small steps
+    config = tiny_config(manifest, out)  # small parts: progress lands in many small steps
     started = submit_run(config, SlurmOptions(num_shards=3, cpus_per_task=1, time="20:00", max_parallel=2))
     job = started.array_job
     assert started.shards == [0, 1, 2] and job

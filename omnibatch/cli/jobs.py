@@ -87,7 +87,7 @@ def submit(
     max_parallel: Annotated[Optional[int], typer.Option(help="Run at most K shards at once (--array=...%K).")]
     = None,
     signal_margin: Annotated[int, typer.Option(help="Seconds before the time limit at which a shard is "
-                                               "told to stop (longer than one wave takes).")] = 300,
+                                               "told to stop (it stops within seconds).")] = 300,
     job_name: Annotated[Optional[str], typer.Option(help="Slurm job name. Default: omnibatch-TASK.")] = None,
     sbatch_arg: Annotated[Optional[list[str]], typer.Option(
         "--sbatch-arg", help="Any other sbatch option, repeatable, e.g. --sbatch-arg=--constraint=a100.")

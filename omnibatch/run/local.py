@@ -42,7 +42,7 @@ def worker_exit_code(codes: Sequence[int]) -> int:
 def run_local_parallel(config: RunConfig, count: int, *, omnibatch: Sequence[str] | None = None) -> int:
     """Run every unfinished shard of `count` at once, one process each; return the exit code.
 
-    SIGTERM or Ctrl-C here is passed on: each worker stops after its wave, and a
+    SIGTERM or Ctrl-C here is passed on: each worker writes its finished files and stops, and a
     rerun resumes them all.
     """
     from omnibatch.manifests import read_inputs

@@ -19,12 +19,17 @@ def summarize_stats(stats: ShardStats, out: str) -> str:
            "realtime)" if stats.media_seconds else ""),
         f"outputs: {out}/{stats.task}/",
     ]
+    if stats.failed_by_stage:
+        lines.append("failed at: " + ", ".join(f"{stage} {n}" for stage, n in sorted(stats.failed_by_stage.items())))
+    if stats.engine_calls:
+        lines.append(f"engine: busy {stats.engine_busy_fraction:.0%} of its time, {stats.mean_in_flight:.1f} "
+                     f"requests in flight on average (bound {stats.in_flight_bound}), {stats.engine_calls} steps")
     for skipped in stats.skipped_inputs[:10]:
         lines.append(f"skipped input: {skipped}")
     if len(stats.skipped_inputs) > 10:
         lines.append(f"... and {len(stats.skipped_inputs) - 10} more skipped inputs")
     for failed in stats.failed[:20]:
-        lines.append(f"FAILED {failed['id']} ({failed['path']}): {failed['error']}")
+        lines.append(f"FAILED {failed['id']} ({failed['path']}) at {failed['stage']}: {failed['error']}")
     if len(stats.failed) > 20:
         lines.append(f"... and {len(stats.failed) - 20} more failures (see the error column)")
     return "\n".join(lines)

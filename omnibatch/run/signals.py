@@ -1,7 +1,9 @@
 """Stop a shard cleanly on a signal, and hand it back to Slurm when its time runs out.
 
-A running shard is asked to stop in three ways, and in each it finishes the wave
-in flight, writes every finished row and exits; the next attempt skips them:
+A running shard is asked to stop in three ways, and in each it writes every
+finished file's rows and exits at once (the work in flight is dropped, not
+waited for, so the stop comes in seconds however long a request takes); the next
+attempt skips the written files and redoes the rest:
 
 - SIGTERM: `scancel`, preemption, `scontrol requeue`, or a local `kill`. Slurm
   requeues a preempted task itself (when the job was submitted with --requeue),
@@ -14,8 +16,8 @@ in flight, writes every finished row and exits; the next attempt skips them:
   signal (`PreemptParameters=send_user_signal`): a shard that ran into its time
   limit without finishing a single item in the whole attempt is not requeued
   (it would time out forever); a preempted one always is.
-- SIGINT (Ctrl-C at a terminal): the first one stops after the wave, a second one
-  stops at once.
+- SIGINT (Ctrl-C at a terminal): the first one stops as above, a second one
+  stops at once, without writing the rows still waiting in memory.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 @dataclass
 class StopRequest:
-    """Set by a signal handler; the runner polls it between waves (`should_stop`)."""
+    """Set by a signal handler; the scheduler polls it between engine steps (`should_stop`)."""
 
     signum: int | None = None
     received_at: float | None = None
@@ -72,8 +74,8 @@ def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopReq
             request.signum, request.received_at = signum, time.time()
             hint = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
             # A handler may interrupt a logging call; a plain write cannot deadlock on its lock.
-            os.write(sys.stderr.fileno(), f"omnibatch: got {signal.Signals(signum).name}, stopping after "
-                     f"the current wave{hint}\n".encode())
+            os.write(sys.stderr.fileno(), f"omnibatch: got {signal.Signals(signum).name}, stopping: writing "
+                     f"the finished files{hint}\n".encode())
 
     previous = {s: signal.signal(s, handle) for s in signals}
     try:

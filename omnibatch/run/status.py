@@ -41,6 +41,7 @@ class TaskStatus:
     elapsed_s: float = 0.0  # first attempt start to last attempt end (or now)
     shard_s: float = 0.0  # summed wall time of all attempts
     failed: list[dict[str, Any]] = field(default_factory=list)
+    failed_by_stage: dict[str, int] = field(default_factory=dict)  # probe | decode | engine | finish | speech
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.shards if s.state == state)
@@ -129,13 +130,16 @@ def _count_rows(table_dir: Path, fingerprint: str, status: TaskStatus) -> None:
     for part in part_files(table_dir):
         if (pq.read_schema(part).metadata or {}).get(FINGERPRINT_KEY, b"").decode() != fingerprint:
             continue
-        table = pq.read_table(part, columns=["id", "path", "status", "error", "duration_s"])
-        for row in table.to_pylist():
+        names = pq.read_schema(part).names
+        wanted = ["id", "path", "status", "error", "duration_s"] + (["error_stage"] if "error_stage" in names else [])
+        for row in pq.read_table(part, columns=wanted).to_pylist():
             rows[row["id"]] = row
     for row in rows.values():
         if row["status"] == "error":
             status.error += 1
-            status.failed.append({"id": row["id"], "path": row["path"], "error": row["error"]})
+            stage = row.get("error_stage") or "unknown"
+            status.failed_by_stage[stage] = status.failed_by_stage.get(stage, 0) + 1
+            status.failed.append({"id": row["id"], "path": row["path"], "error": row["error"], "stage": stage})
         else:
             status.ok += 1
             status.media_s += row["duration_s"] or 0.0
@@ -148,7 +152,9 @@ def format_status(run: RunStatus, *, max_failed: int = 20) -> str:
                                                           "pending") if t.count(s))
         lines.append(f"{t.task}: {t.num_shards} shards: {states}")
         total = f" of {t.items_total}" if t.items_total is not None else ""
-        lines.append(f"  items: {t.ok + t.error}{total} written: {t.ok} ok, {t.error} failed")
+        by_stage = ", ".join(f"{n} at {stage}" for stage, n in sorted(t.failed_by_stage.items()))
+        lines.append(f"  items: {t.ok + t.error}{total} written: {t.ok} ok, {t.error} failed"
+                     + (f" ({by_stage})" if by_stage else ""))
         if t.media_s:
             rate = f"{t.media_s / t.elapsed_s:.1f}x realtime" if t.elapsed_s else "n/a"
             per_shard = f", {t.media_s / t.shard_s:.1f}x per shard" if t.shard_s else ""
