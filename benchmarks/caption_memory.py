@@ -4,18 +4,17 @@
     .venv/bin/python benchmarks/caption_memory.py --minutes 1 3   # a quick look
 
 Each case runs in a fresh process (so getrusage's peak RSS is that case's alone)
-and does what a decode worker does for one file: probe, plan the clips (the VAD
-pass streams the audio track), then load every clip (frames sampled within the
-clip only, plus the clip's audio) with the task's own `plan` and `load`,
-dropping each request once measured, as a worker hands it off.
+and does what a decode worker does for one file: probe, then the task's one pass
+(`decode`: the audio track streamed once for VAD, the online clip cuts and each
+clip's sound; frames sampled within each clip only), dropping each request once
+measured, as a worker hands it off.
 
 Peak RSS is the Python process's own (getrusage), and its sum with the ffmpeg
 decoders it runs (sampled every 20 ms).
 
-A second mode, `window`, runs the same file through `iter_loaded` the way the
-runner does and keeps requests until `--wave-seconds` of media are held (the
-runner's wave). It shows what the main process holds for video: that grows
-with the file up to the wave size, by design of the runner, not of the task.
+A second mode, `window`, also keeps the last `--wave-seconds` of decoded clips, as
+the scheduler holds up to the task's `hold_seconds` (300 s for caption) ahead of
+the engine: what the main process holds for video, bounded by that window.
 
 Writes JSON (default benchmarks/results/caption_memory.json). See benchmarks/README.md.
 """
@@ -71,47 +70,34 @@ def run_case(path: str, mode: str, backend: str, clip_seconds: float, wave_secon
     from omnibatch.pipeline.caption import CaptionTask
     from omnibatch.records import MediaItem
 
-    config = RunConfig(task="caption", inputs=[path], out="/nonexistent", clip_seconds=clip_seconds,
-                       wave_seconds=wave_seconds, **options)
+    config = RunConfig(task="caption", inputs=[path], out="/nonexistent", clip_seconds=clip_seconds, **options)
     task = CaptionTask(config, variant="instruct", frame_backend=backend)
     item = MediaItem(id="bench", path=Path(path).resolve(), source="benchmark")
     baseline = rss_mb()
     started = time.perf_counter()
     clips = frames = 0
     largest = held_peak = 0
-    if mode == "decode":
-        from omnibatch.pipeline.prefetch import load_chunk, plan_item
+    from omnibatch.pipeline.decode_pool import Decoded, Failed, decode_events
 
-        info, chunks = plan_item(task, item)
-        planned = time.perf_counter()
-        for chunk in chunks:
-            request = load_chunk(task, item, info, chunk)
-            size = _bytes(request)
-            largest = max(largest, size)
-            clips += 1
-            frames += 0 if request.video is None else request.video.shape[0]
-            del request
-    else:
-        from omnibatch.pipeline.prefetch import InlineExecutor, Loaded, Planned, iter_loaded
-
-        wave, wave_s, held = [], 0.0, 0
-        planned = None
-        for event in iter_loaded(task, [item], InlineExecutor(), max_pending_s=wave_seconds):
-            if isinstance(event, Planned):
-                planned = time.perf_counter()
-                if event.state.error:
-                    raise RuntimeError(event.state.error)
-            elif isinstance(event, Loaded) and event.request is not None:
-                size = _bytes(event.request)
-                largest = max(largest, size)
-                clips += 1
-                frames += 0 if event.request.video is None else event.request.video.shape[0]
-                wave.append(event.request)
-                wave_s += event.chunk.duration_s
-                held += size
-                held_peak = max(held_peak, held)
-                if wave_s >= wave_seconds:  # the runner hands the wave to the engine and lets it go
-                    wave, wave_s, held = [], 0.0, 0
+    held: list[tuple[float, int]] = []  # (clip seconds, bytes) of requests the scheduler would hold
+    planned = None
+    for event in decode_events(task, 0, item):
+        if isinstance(event, Failed):
+            raise RuntimeError(event.error)
+        if not isinstance(event, Decoded):
+            continue
+        planned = planned or time.perf_counter()  # the first clip: the one pass has begun
+        request, chunk = event.region.request, event.region.chunk
+        size = _bytes(request)
+        largest = max(largest, size)
+        clips += 1
+        frames += 0 if request.video is None else request.video.shape[0]
+        if mode == "window":  # the scheduler holds up to hold_seconds of decoded clips ahead of the engine
+            held.append((chunk.duration_s, size))
+            while sum(s for s, _ in held) > wave_seconds:
+                held.pop(0)
+            held_peak = max(held_peak, sum(b for _, b in held))
+        del request, event
     done = time.perf_counter()
     me = resource.getrusage(resource.RUSAGE_SELF)
     return {
@@ -182,8 +168,8 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=float, default=30.0)
     parser.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (RunConfig.fps)")
     parser.add_argument("--max-frames", type=int, default=32)
-    parser.add_argument("--wave-seconds", type=float, default=1800.0,
-                        help="the runner's wave, for --modes window")
+    parser.add_argument("--wave-seconds", type=float, default=300.0,
+                        help="media seconds of decoded clips held, for --modes window (caption's hold_seconds)")
     parser.add_argument("--modes", nargs="+", default=["decode", "window"], choices=["decode", "window"])
     parser.add_argument("--backends", nargs="+", default=["ffmpeg", "decord"], choices=["ffmpeg", "decord"],
                         help="frame samplers to compare (the caption task uses ffmpeg)")

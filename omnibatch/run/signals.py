@@ -85,12 +85,6 @@ def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopReq
             signal.signal(s, handler)
 
 
-def ignore_stop_signals() -> None:
-    """For helper processes (decode workers): the main process decides when everyone stops."""
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
-
-
 def slurm_job_id(env: Mapping[str, str] = os.environ) -> str | None:
     """This task's id as scontrol takes it: `<array job>_<task>` in an array, else the job id."""
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
