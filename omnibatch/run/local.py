@@ -27,7 +27,11 @@ def worker_env(index: int, count: int, base: Mapping[str, str] = os.environ) -> 
     env = dict(base)
     visible = [d for d in base.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     env["CUDA_VISIBLE_DEVICES"] = visible[index % len(visible)] if visible else str(index)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
+    from omnibatch.resources import usable_cpus
+
+    share = str(max(1, usable_cpus() // count))
+    env.setdefault("OMP_NUM_THREADS", share)
+    env.setdefault("OMNIBATCH_CPUS", share)  # auto-sized decode workers take this shard's share only
     return env
 
 

@@ -86,10 +86,8 @@ class RunDir:
         if path.exists():
             earlier = RunConfig.from_json(path.read_text())
             if earlier.fingerprint() != config.fingerprint() and config.resume:
-                changed = sorted(
-                    k for k, v in vars(config).items()
-                    if k not in RunConfig._NOT_FINGERPRINTED and vars(earlier).get(k) != v
-                )
+                before, now = earlier.fingerprinted_fields(), config.fingerprinted_fields()
+                changed = sorted(k for k in now.keys() | before.keys() if before.get(k) != now.get(k))
                 raise InputError(
                     f"{self.root} already holds a '{config.task}' run with different settings "
                     f"({', '.join(changed)}). Use another --out folder, or pass --no-resume to redo "
