@@ -11,7 +11,7 @@ Times are seconds on the file's timeline.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from omnibatch.chunking import Region, normalize_regions
@@ -62,19 +62,111 @@ def plan_clips(
     if not duration > 0:
         return []
     pauses = pauses_between(normalize_regions(speech, duration), duration)
-    reach = opt.reach * opt.clip_s
     spans: list[Region] = []
     start = 0.0
-    while (pieces := pieces_needed(duration - start, opt.clip_s)) > 1:
-        # The even position for the rest of the file; with n >= 2 pieces it is more than
-        # clip_s / 2 from `start`, so the window below never reaches back to `start`.
-        target = start + (duration - start) / pieces
-        lo, hi = target - reach, min(start + opt.clip_s, target + reach)
-        cut = choose_cut(pauses, lo, hi, target, opt)
+    while (window := cut_window(start, duration, opt)) is not None:
+        cut = choose_cut(pauses, window.lo, window.hi, window.target, opt)
         spans.append((start, cut))
         start = cut
     spans.append((start, duration))
     return [Chunk(item_id=item_id, index=k, start_s=a, end_s=b) for k, (a, b) in enumerate(spans)]
+
+
+@dataclass(frozen=True)
+class CutWindow:
+    """Where the cut ending the clip that starts at some `start` may fall: [lo, hi], best at `target`."""
+
+    lo: float
+    hi: float
+    target: float
+
+
+def cut_window(start: float, duration: float, opt: ClipOptions) -> CutWindow | None:
+    """The window for the cut after `start`; None when the rest of the file is one clip."""
+    pieces = pieces_needed(duration - start, opt.clip_s)
+    if pieces <= 1:
+        return None
+    # The even position for the rest of the file; with n >= 2 pieces it is more than
+    # clip_s / 2 from `start`, so the window below never reaches back to `start`.
+    target = start + (duration - start) / pieces
+    reach = opt.reach * opt.clip_s
+    return CutWindow(target - reach, min(start + opt.clip_s, target + reach), target)
+
+
+class OnlineClipper:
+    """`plan_clips` while the file's audio is still being decoded.
+
+    The duration is known up front (from ffprobe), so every cut's window is too; a cut is
+    chosen once the VAD's settled frontier (`SpeechDetector.settled_s`) has passed its
+    window by a margin that fixes the pause straddling the window's end. The clips are
+    exactly `plan_clips(duration_s, all regions)`, however the regions are fed.
+    """
+
+    def __init__(self, options: ClipOptions | None, duration_s: float, item_id: str = "") -> None:
+        self.options = opt = options or ClipOptions()
+        self.duration_s = float(duration_s)
+        self.item_id = item_id
+        # Past this margin a pause reaching beyond the window is long, and its far edge out of reach.
+        self._margin = max(opt.min_pause_s, 2 * opt.pad_s) + 1e-6
+        self._closed: list[Region] = []
+        self._open: float | None = None
+        self._frontier = 0.0
+        self._finished = False
+        self._start: float | None = 0.0 if self.duration_s > 0 else None  # None: every clip returned
+        self._count = 0
+
+    def update(self, regions: Iterable[Region], open_start_s: float | None, frontier_s: float) -> list[Chunk]:
+        """Add newly closed `regions` (in order); return the clips that are now final."""
+        if self._finished:
+            raise RuntimeError("OnlineClipper.update after finish")
+        self._closed += [(float(a), float(b)) for a, b in regions]
+        self._open = open_start_s
+        self._frontier = max(self._frontier, float(frontier_s))
+        return self._advance()
+
+    def finish(self, regions: Iterable[Region] = ()) -> list[Chunk]:
+        """The last closed `regions`; return every clip still to come."""
+        if self._finished:
+            return []
+        self._closed += [(float(a), float(b)) for a, b in regions]
+        self._open, self._frontier, self._finished = None, math.inf, True
+        return self._advance()
+
+    @property
+    def needed_from_s(self) -> float:
+        """No clip still to come starts before this (inf when none will)."""
+        return math.inf if self._start is None else self._start
+
+    def _pauses(self) -> list[Region]:
+        known = list(self._closed)
+        if self._open is not None and self._open < self._frontier:
+            known.append((self._open, self._frontier))
+        # The last pause may end at the frontier: it goes on, but by the margin that no longer matters.
+        return pauses_between(normalize_regions(known, self.duration_s), min(self._frontier, self.duration_s))
+
+    def _advance(self) -> list[Chunk]:
+        out: list[Chunk] = []
+        while self._start is not None:
+            start = self._start
+            window = cut_window(start, self.duration_s, self.options)
+            if window is None:
+                out.append(self._clip(start, self.duration_s))
+                self._start = None
+                break
+            if self._frontier < window.hi + self._margin:
+                break
+            cut = choose_cut(self._pauses(), window.lo, window.hi, window.target, self.options)
+            out.append(self._clip(start, cut))
+            self._start = cut
+            # Keep the last region before the cut: the pause after it may reach the next window.
+            before = [k for k, (_, b) in enumerate(self._closed) if b <= cut]
+            if before:
+                del self._closed[: before[-1]]
+        return out
+
+    def _clip(self, a: float, b: float) -> Chunk:
+        self._count += 1
+        return Chunk(item_id=self.item_id, index=self._count - 1, start_s=a, end_s=b)
 
 
 def pieces_needed(length: float, clip_s: float) -> int:

@@ -149,6 +149,10 @@ class FakeTask:
         from omnibatch.records import Chunk
 
         fail_at = item.extra.get("fail_decode_at")
+        if item.extra.get("crash"):  # the worker process dies as if killed (out of memory, a segfault)
+            import os
+
+            os._exit(9)
         for k in range(int(info.duration_s)):
             if fail_at is not None and k == int(fail_at):
                 raise MediaError(f"{item.id}: corrupt at {k} s (fake)")

@@ -128,3 +128,13 @@ def test_a_stop_hands_on_only_whole_files():
     full, _, _ = run(FakeTask(rounds=(2, 1)), items(*MANY), FakeEngine())
     expected = {r.id: r.text for r in full}
     assert all(r.text == expected[r.id] for r in seen)
+
+
+def test_a_decode_worker_that_dies_fails_its_file_and_the_run_goes_on():
+    files = items({"id": "a", "regions": 2}, {"id": "crash", "crash": True}, {"id": "b", "regions": 3},
+                  {"id": "c", "regions": 1})
+    rows, _, _ = run(FakeTask(rounds=()), files, FakeEngine(), workers=1)
+    by_id = {r.id: r for r in rows}
+    assert sorted(by_id) == ["a", "b", "c", "crash"]
+    assert by_id["crash"].status == "error" and "decode worker died" in by_id["crash"].error
+    assert all(by_id[k].status == "ok" for k in "abc")

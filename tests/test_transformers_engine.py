@@ -11,11 +11,13 @@ import pytest
 
 from tests._engine_media import make_video_frames, speak
 from omnibatch.engine import build_engine, resolve_engine_name
+from omnibatch.engine.base import Engine
+from omnibatch.engine.batching import BatchLimits, Waiting, choose_batch
 from omnibatch.engine.transformers_engine import (
     TransformersEngine,
     batch_key,
     check_request,
-    plan_batches,
+    estimate_tokens,
 )
 from omnibatch.errors import InputError
 from omnibatch.models.tiny import MARKER_FILE, build_tiny_model
@@ -159,7 +161,8 @@ def test_check_request_messages():
     assert "no prompt" in check_request(Request("n", None))
 
 
-def test_plan_batches_groups_sorts_and_caps():
+def test_batches_group_by_processor_settings_and_length():
+    """The engine's keys and sizes through the chooser: drained batch by batch, as `step()` draws them."""
     frames = np.zeros((2, 32, 32, 3), np.uint8)
     reqs = [
         Request("a3", "x", audio=np.zeros(48000, np.float32)),
@@ -170,12 +173,49 @@ def test_plan_batches_groups_sorts_and_caps():
         Request("va", "x", video=frames, video_fps=1.0, audio=np.zeros(16000, np.float32)),
         Request("a2", "x", audio=np.zeros(32000, np.float32)),
     ]
-    batches = [[reqs[i].id for i in b] for _, b in plan_batches(reqs, range(len(reqs)), batch_size=2)]
-    assert batches == [["t", "a1"], ["a2", "a3"], ["v1"], ["v2"], ["va"]]
     assert batch_key(reqs[5]).audio_in_video and not batch_key(reqs[1]).audio_in_video
-    planned = plan_batches(reqs, [0, 3, 6], batch_size=8, max_batch_tokens=90)
-    budget = [[reqs[i].id for i in b] for _, b in planned]
-    assert budget == [["a1", "a2"], ["a3"]]
+
+    def drain(queue, limits):
+        batches = []
+        while queue:
+            chosen = choose_batch([Waiting(batch_key(r), estimate_tokens(r)) for r in queue], limits)
+            batches.append(sorted(queue[i].id for i in chosen))
+            queue = [r for i, r in enumerate(queue) if i not in chosen]
+        return batches
+
+    batches = drain(list(reqs), BatchLimits(batch_size=2))
+    assert sorted(batches) == [["a1", "t"], ["a2", "a3"], ["v1"], ["v2"], ["va"]]
+    assert batches[:2] == [["a2", "a3"], ["a1", "t"]]  # full batches first, the least padded one first
+    budget = drain([reqs[0], reqs[3], reqs[6]], BatchLimits(batch_size=8, max_batch_tokens=90))
+    assert sorted(budget) == [["a1", "a2"], ["a3"]]
+
+
+def test_submit_and_step_give_what_generate_gives(engine, requests):
+    """Results come back by id from the queue, a refused request at once, and equal generate()'s."""
+    expected = {g.request_id: g for g in engine.generate(requests)}
+    assert isinstance(engine, Engine) and engine.max_in_flight == 4 * 8
+    refused = Request("nothing", None)
+    engine.submit([*reversed(requests), refused])
+    assert engine.in_flight == len(requests) + 1
+    first = engine.step()
+    assert [(g.request_id, "no prompt" in g.error) for g in first] == [("nothing", True)]
+    got = {}
+    while engine.in_flight:
+        done = engine.step()
+        assert done, "a step with requests in flight runs a batch"
+        got.update((g.request_id, g) for g in done)
+        assert engine.in_flight == len(requests) - len(got)
+    assert got == expected
+    assert engine.step() == []
+
+
+def test_finish_reason_says_whether_the_budget_ran_out(engine, requests, monkeypatch):
+    out = engine.generate([replace(requests[1], id="capped", max_new_tokens=2), requests[1]])
+    assert [(g.output_tokens, g.finish_reason) for g in out] == [(2, "length"), (MAX_NEW, "length")]
+    # Random weights never say <|im_end|>; a model whose every token ends the turn stops at once.
+    monkeypatch.setattr(engine, "_eos_ids", list(range(len(engine.processor.tokenizer))))
+    (stopped,) = engine.generate([requests[1]])
+    assert (stopped.error, stopped.output_tokens, stopped.finish_reason) == (None, 0, "stop")
 
 
 def test_build_engine_registry(tiny_dir):

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from _longform_media import SAMPLE_RATE, blocks_of, have_espeak, lay_out, silence, speak
 
-from omnibatch.vad import VadOptions, detect_speech, regions_from_probabilities, speech_probabilities
+from omnibatch.vad import (
+    SpeechDetector,
+    VadOptions,
+    detect_speech,
+    regions_from_probabilities,
+    speech_probabilities,
+)
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.skipif(not have_espeak(), reason="needs espeak-ng and ffmpeg")
@@ -156,3 +162,67 @@ def test_open_region_ends_at_duration_or_trailing_silence():
     assert regions_from_probabilities(probs((0.9, 1.0)), opt, duration_s=0.99) == [(0.0, 0.99)]
     ((_, b),) = regions_from_probabilities(probs((0.9, 1.0), (0.0, 0.2)), opt)
     assert b == pytest.approx(1.0, abs=W)
+
+
+# --- the incremental detector ----------------------------------------------------------------------
+
+
+def feed_all(detector: SpeechDetector, blocks) -> tuple[list, list]:
+    """Regions as `feed` returns them, and (settled_s, open_start_s, regions so far) after each block."""
+    regions, states = [], []
+    for block in blocks:
+        regions += detector.feed(block)
+        states.append((detector.settled_s, detector.open_start_s, len(regions), detector.frontier_s))
+    regions += detector.finish()
+    return regions, states
+
+
+@pytest.mark.parametrize("block", [512, 1000, 7777, SAMPLE_RATE, 30 * SAMPLE_RATE])
+def test_detector_gives_detect_speech_regions_and_keeps_its_promises(conversation, block):
+    audio, _ = conversation
+    blocks = blocks_of(audio, block)
+    regions, states = feed_all(SpeechDetector(), blocks)
+    assert regions == detect_speech(blocks)  # detect_speech runs on it: the same, block for block
+    assert all(a < b for a, b in regions) and regions == sorted(regions)
+    frontiers = [f for *_, f in states]
+    assert frontiers == sorted(frontiers) and frontiers[-1] <= audio.size / SAMPLE_RATE
+    for settled, open_start, returned, frontier in states:
+        assert settled <= round(frontier, 3) + 1e-9
+        # Every region starting before the settled point was returned, except the open one...
+        early = [r for r in regions if r[0] < settled]
+        assert early[:returned] == regions[:returned]
+        assert len(early) in (returned, returned + 1)
+        if len(early) == returned + 1:
+            # ...which is kept, starts where the detector said and lasts at least to the settled point.
+            a, b = early[-1]
+            assert a == open_start and b >= settled
+
+
+def test_detector_settled_waits_at_a_region_start_until_the_region_is_sure_to_stay():
+    audio, _ = lay_out(1.0, speak("yes, the whole sentence goes on for a while"), 1.0)
+    detector = SpeechDetector(VadOptions(min_speech_s=0.25))
+    unsure = sure = 0
+    for block in blocks_of(audio, 512):
+        detector.feed(block)
+        start = detector.open_start_s
+        if start is None:
+            assert detector.settled_s == pytest.approx(detector.frontier_s, abs=1e-3)
+        elif detector.settled_s == start:
+            unsure += 1  # the region may still be dropped as a blip: nothing after its start is settled
+            assert detector.frontier_s - start < 0.25 + 0.3 + 0.033
+        else:
+            sure += 1
+            assert start < detector.settled_s <= detector.frontier_s + 1e-3
+    assert unsure >= 5 and sure > unsure
+    assert detector.finish() == [] and detector.settled_s == float("inf")  # closed in the silence
+
+
+def test_detector_refuses_wrong_input():
+    with pytest.raises(ValueError, match="16 kHz"):
+        SpeechDetector(sample_rate=44100)
+    detector = SpeechDetector()
+    with pytest.raises(ValueError, match="mono"):
+        detector.feed(np.zeros((2, 100), dtype=np.float32))
+    detector.finish()
+    with pytest.raises(RuntimeError):
+        detector.feed(silence(0.1))

@@ -237,6 +237,57 @@ def test_rejected_requests_fail_alone(engine, audio_requests, media):
             assert g.error is None and g.text == expected[g.request_id]
 
 
+def test_max_in_flight_is_twice_the_running_limit(engine):
+    scheduler = engine.llm.llm_engine.vllm_config.scheduler_config
+    assert engine.max_in_flight == 2 * scheduler.max_num_seqs
+    assert engine.in_flight == 0 and engine.step() == []
+
+
+def test_requests_join_a_running_engine_and_finish_as_they_would_alone(
+    engine, audio_requests, video_requests, media
+):
+    """Submit some, let them run, submit more while they generate: every one gives its tokens alone."""
+    first = [replace(r, id=f"first/{r.id}", max_new_tokens=40) for r in audio_requests[:3]]
+    later = [
+        replace(r, id=f"later/{r.id}", max_new_tokens=6 + n)
+        for n, r in enumerate(audio_requests[3:6] + video_requests[:2])
+    ]
+    alone = {r.id: engine.generate([r])[0] for r in first + later}
+    refused = [Request("nothing", None), Request("too-long", ASR, audio=np.tile(media["long"], 4))]
+
+    engine.submit(first)
+    assert engine.in_flight == len(first)
+    for _ in range(3):
+        assert engine.step() == []  # 40 tokens each: nowhere near done
+    assert engine.in_flight == len(first)
+    engine.submit(later + refused)
+    assert engine.in_flight == len(first) + len(later) + len(refused)
+    back = engine.step()
+    assert {g.request_id for g in back} == {"nothing", "too-long"} and all(g.error for g in back)
+    assert "maximum model length" in next(g.error for g in back if g.request_id == "too-long")
+    got = {}
+    while engine.in_flight:
+        for g in engine.step():
+            assert g.request_id not in got
+            got[g.request_id] = g
+        assert engine.in_flight == len(first) + len(later) - len(got)
+    assert as_tuples(got[i] for i in alone) == as_tuples(alone.values())
+    assert all(g.error is None and g.finish_reason == "length" for g in got.values())
+    # The later, shorter requests overtook the first ones: results come back as they finish.
+    assert set(list(got)[: len(later)]) == {r.id for r in later}
+
+
+def test_finish_reason_from_vllm(engine, reference, audio_requests, monkeypatch):
+    capped = replace(audio_requests[0], id="capped", max_new_tokens=2)
+    (out,) = engine.generate([capped])
+    assert (out.output_tokens, out.finish_reason) == (2, "length")
+    assert out.finish_reason == reference.generate([capped])[0].finish_reason
+    # Random weights never say <|im_end|>; with every token a stop token vLLM stops at the first.
+    monkeypatch.setattr(engine, "_eos_ids", list(range(len(engine.processor.tokenizer))))
+    (stopped,) = engine.generate([audio_requests[0]])
+    assert (stopped.error, stopped.output_tokens, stopped.finish_reason) == (None, 0, "stop")
+
+
 def test_older_vllm_without_enqueue_gives_the_same_results(
     engine, audio_requests, video_requests, media, monkeypatch
 ):

@@ -191,3 +191,43 @@ def test_batch_with_odd_requests(engine):
 def test_engine_reports_its_model_folder(engine):
     assert engine.name == "whisper"
     assert engine.model == str(ensure_whisper_base())
+
+
+# --- the streaming contract ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@needs_model
+@needs_speech
+def test_submit_and_step_give_what_generate_gives(engine):
+    """Chunks come back by id from the queue, a refused one at once, each as generate() gives it."""
+    reqs = [Request(id=f"s{k}", prompt=None, audio=speak(s), language="en")
+            for k, s in enumerate(sentences(PASSAGE)[:5])]
+    expected = {g.request_id: g for g in engine.generate(reqs)}
+    assert engine.max_in_flight == 4 * 8
+    engine.submit([*reversed(reqs), Request(id="no-audio", prompt=None)])
+    assert engine.in_flight == 6
+    first = engine.step()
+    assert [(g.request_id, bool(g.error)) for g in first] == [("no-audio", True)]
+    got = {}
+    while engine.in_flight:
+        done = engine.step()
+        assert done, "a step with requests in flight runs a batch"
+        got.update((g.request_id, g) for g in done)
+        assert engine.in_flight == len(reqs) - len(got)
+    assert got == expected
+    assert all(g.error is None and g.text and g.finish_reason == "stop" for g in got.values())
+    assert engine.step() == []
+
+
+@pytest.mark.slow
+@needs_model
+@needs_speech
+def test_finish_reason_is_length_when_the_token_budget_runs_out(engine):
+    clip = speak(sentences(PASSAGE)[0])
+    full, capped = engine.generate([
+        Request(id="full", prompt=None, audio=clip, language="en"),
+        Request(id="capped", prompt=None, audio=clip, language="en", max_new_tokens=3),
+    ])
+    assert full.finish_reason == "stop" and wer(sentences(PASSAGE)[0], full.text) < MAX_WER
+    assert capped.finish_reason == "length" and len(capped.text) < len(full.text)

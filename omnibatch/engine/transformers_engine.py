@@ -7,20 +7,22 @@ a separate method that loads the full model on first use (not built yet).
 
 Requests are batched by the processor with left padding and decoded greedily.
 A batch only holds requests the processor can take together: the same video
-frame rate and the same audio-in-video setting. Within that, requests are
-sorted by length so that padding stays small.
+frame rate and the same audio-in-video setting (`batch_key`). Submitted requests
+wait in a queue (`omnibatch.engine.batching`); each `step()` runs one batch of
+similar estimated lengths (`estimate_tokens`) drawn from it, so padding stays small.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from omnibatch.engine.batching import BatchingEngine, BatchLimits, Waiting
 from omnibatch.errors import EngineError, InputError, MissingDependencyError, describe_error
 from omnibatch.models.hf_quiet import quiet_transformers
 from omnibatch.models.processor import load_processor
@@ -42,8 +44,12 @@ class _BatchKey:
     fps: float | None
 
 
-class TransformersEngine:
-    """Qwen3-Omni Thinker on transformers. `model` None means the embedded tiny model."""
+class TransformersEngine(BatchingEngine):
+    """Qwen3-Omni Thinker on transformers. `model` None means the embedded tiny model.
+
+    `batch_size` rows per batch; `max_batch_tokens` caps a batch's padded prompt
+    tokens (estimated). `generate(requests)` runs them all and returns them in order.
+    """
 
     name = "transformers"
 
@@ -60,15 +66,12 @@ class TransformersEngine:
         video_size: dict[str, int] | None = None,
         attn_implementation: str | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        super().__init__(BatchLimits(batch_size, max_batch_tokens))
         self.spec: ModelSpec = resolve_model(model)
         torch, self.device, self.dtype = prepare_torch(self.spec, device, dtype, num_threads,
                                                        "the transformers engine")
         self.model = self.spec.label
-        self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.max_batch_tokens = max_batch_tokens
         if self.spec.note:
             log.warning("model %s: %s", self.spec.label, self.spec.note)
 
@@ -88,21 +91,7 @@ class TransformersEngine:
             )
         self._video_size = video_size or self._saved_video_size()
 
-    # -- the Engine contract -------------------------------------------------------------
-
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
-        results: dict[int, Generation] = {}
-        runnable: list[int] = []
-        for i, request in enumerate(requests):
-            problem = check_request(request)
-            if problem:
-                results[i] = Generation(request_id=request.id, text="", error=problem)
-            else:
-                runnable.append(i)
-        for key, batch in plan_batches(requests, runnable, self.batch_size, self.max_batch_tokens):
-            for i, generation in zip(batch, self._run_isolating([requests[i] for i in batch], key)):
-                results[i] = generation
-        return [results[i] for i in range(len(requests))]
+    # -- the Engine contract (submit, step, generate: omnibatch.engine.batching) -------------
 
     def close(self) -> None:
         self.thinker = None
@@ -111,6 +100,16 @@ class TransformersEngine:
             self._torch.cuda.empty_cache()
 
     # -- batches ---------------------------------------------------------------------------
+
+    def _answer_now(self, request: Request) -> Generation | None:
+        problem = check_request(request)
+        return None if problem is None else Generation(request_id=request.id, text="", error=problem)
+
+    def _place(self, request: Request) -> Waiting:
+        return Waiting(key=batch_key(request), size=estimate_tokens(request))
+
+    def _run_chosen(self, batch: list[Request], key: Hashable) -> list[Generation]:
+        return self._run_isolating(batch, key)
 
     def _run_isolating(self, batch: list[Request], key: _BatchKey) -> list[Generation]:
         """Run a batch; if it fails, run its requests one by one so only the bad one errors."""
@@ -151,6 +150,8 @@ class TransformersEngine:
             # Greedy rows are independent: a row's first `limit` tokens are what a
             # batch of one with that limit would produce.
             tokens = _until_eos(tokens[:limit], self._eos_ids)
+            # A row shorter than its limit ended on a stop token (a batch stops only when all rows did).
+            finish = "length" if len(tokens) >= limit else "stop"
             text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
             # A character cut in half by the token limit is not text (vLLM's detokenizer drops it too).
             text = text.rstrip("\ufffd")
@@ -162,6 +163,7 @@ class TransformersEngine:
                     text=text.strip(),
                     prompt_tokens=int(n_prompt),
                     output_tokens=len(tokens),
+                    finish_reason=finish,
                 )
             )
         return out
@@ -260,31 +262,6 @@ def batch_key(request: Request) -> _BatchKey:
     if request.video is None:
         return _BatchKey(video=False, audio_in_video=False, fps=None)
     return _BatchKey(video=True, audio_in_video=uses_audio_in_video(request), fps=float(request.video_fps))
-
-
-def plan_batches(
-    requests: Sequence[Request], indices: Sequence[int], batch_size: int, max_batch_tokens: int | None = None
-) -> Iterator[tuple[_BatchKey, list[int]]]:
-    """Group compatible requests, sort each group by length, cut into batches."""
-    groups: dict[_BatchKey, list[int]] = {}
-    for i in indices:
-        groups.setdefault(batch_key(requests[i]), []).append(i)
-    for key, members in groups.items():
-        members.sort(key=lambda i: (estimate_tokens(requests[i]), i))
-        batch: list[int] = []
-        longest = 0
-        for i in members:
-            size = estimate_tokens(requests[i])
-            too_many = len(batch) >= batch_size
-            padded = max(longest, size) * (len(batch) + 1)  # the batch's tokens once padded
-            too_long = max_batch_tokens is not None and padded > max_batch_tokens
-            if batch and (too_many or too_long):
-                yield key, batch
-                batch, longest = [], 0
-            batch.append(i)
-            longest = max(longest, size)
-        if batch:
-            yield key, batch
 
 
 def _until_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:

@@ -1,9 +1,11 @@
 """The `vllm` engine: the Qwen3-Omni Thinker on an offline `vllm.LLM`.
 
 vLLM maps the full Qwen3-Omni checkpoint to its Thinker and drops the Talker and
-Code2Wav weights. All requests of one `generate` call go into the engine
-together, so its scheduler batches them continuously; results come back by
-request id, not by position.
+Code2Wav weights. One engine runs for the whole shard: `submit` adds requests to
+it as they come (`LLM.enqueue`, which validates each one), and each `step()`
+waits for one scheduler step of the engine core (`LLMEngine.step`) and returns
+the requests that finished in it, by request id. vLLM's scheduler batches
+whatever is running continuously, so new requests join between steps.
 
 Prompts are rendered exactly as the transformers engine renders them (the
 model's own processor and chat template, `omnibatch.prompts.render_prompt`),
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from omnibatch.engine.base import generate_all
 from omnibatch.engine.transformers_engine import SAMPLE_RATE, check_request
 from omnibatch.models.processor import load_processor
 from omnibatch.engine.vllm_options import VllmSettings, merge_options, resolve_settings
@@ -48,10 +51,14 @@ from omnibatch.records import Generation, Request
 
 log = logging.getLogger(__name__)
 
-# How often a waiting generate() checks that the engine core process is still alive,
+# How often a waiting step() checks that the engine core process is still alive,
 # and how long it then lets vLLM report a dead engine itself before giving up on it.
 LIVENESS_POLL_S = 1.0
 DEATH_GRACE_S = 5.0
+# Requests the feed keeps submitted per running sequence vLLM allows: the scheduler
+# always has the next ones waiting when running ones finish.
+IN_FLIGHT_PER_SEQ = 2
+FINISH_REASONS = ("stop", "length")  # vLLM's others ("abort", ...) are not a finished generation
 
 
 class VllmEngine:
@@ -79,9 +86,13 @@ class VllmEngine:
     - video_size: the video processor's size, e.g. {"longest_edge": ..., "shortest_edge": ...}.
     - engine_args: any other vllm.LLM arguments, passed through (e.g. {"enable_prefix_caching": true}).
     - config: a JSON file holding any of the above; options given directly win.
+
+    `max_in_flight` is twice the number of requests vLLM runs at once (max_num_seqs as
+    it resolved it), so its scheduler has the next ones waiting as running ones finish.
     """
 
     name = "vllm"
+    max_in_flight: int
 
     def __init__(
         self,
@@ -105,6 +116,10 @@ class VllmEngine:
     ) -> None:
         given = {k: v for k, v in locals().items() if k not in ("self", "model", "config")}
         self.llm = None
+        self._pending: dict[str, Request] = {}  # in the engine, by vLLM's (external) request id
+        self._answered: list[Generation] = []  # refused at submit, handed back by the next step
+        self._unsent: list[tuple[Request, dict[str, Any], Any]] = []  # for a vLLM without enqueue
+        self._failure: str | None = None  # why the engine cannot go on, once it cannot
         options = merge_options(given, config)  # cheap checks before the slow imports
         require_vllm()
         self.spec: ModelSpec = resolve_model(model)
@@ -134,34 +149,73 @@ class VllmEngine:
             # LLM.enqueue (recent vLLM) validates requests one at a time; older ones get one generate() call.
             self._can_enqueue = hasattr(vllm.LLM, "enqueue")
             self.llm = start_llm(vllm, self.spec, self.settings)
+            self.max_in_flight = IN_FLIGHT_PER_SEQ * running_limit(self.llm)
 
     # -- the Engine contract -------------------------------------------------------------
 
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
-        if self.llm is None:
-            raise EngineError("the vllm engine is closed")
-        results: dict[int, Generation] = {}
-        prompts: list[tuple[int, dict[str, Any], Any]] = []
-        for i, request in enumerate(requests):
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) + len(self._answered) + len(self._unsent)
+
+    def submit(self, requests: Sequence[Request]) -> None:
+        self._check_usable()
+        ids = self._in_flight_ids()
+        for request in requests:
+            if request.id in ids:
+                raise ValueError(f"request {request.id!r} is already in flight")
+            ids.add(request.id)
             error = check_request(request)
             if error is None:
                 try:
-                    prompts.append((i, self._engine_prompt(request), self._sampling_params(request)))
-                    continue
+                    prompt, params = self._engine_prompt(request), self._sampling_params(request)
                 except InputError as e:  # e.g. a text prompt for the Captioner
                     error = str(e)
-            results[i] = _rejected(request, error)
-        run = self._run_enqueued if self._can_enqueue else self._run_batched
-        for i, outcome in run(prompts).items():
-            if isinstance(outcome, str):
-                results[i] = _rejected(requests[i], outcome)
+            if error is not None:
+                self._answered.append(_rejected(request, error))
+            elif self._can_enqueue:
+                self._enqueue(request, prompt, params)
             else:
-                results[i] = self._to_generation(requests[i], outcome)
-        return [results[i] for i in range(len(requests))]
+                self._unsent.append((request, prompt, params))
+
+    def step(self) -> list[Generation]:
+        if self._answered:
+            done, self._answered = self._answered, []
+            return done
+        if self._unsent:
+            return self._run_unsent()
+        if not self._pending:
+            return []
+        self._check_usable()
+        engine = self.llm.llm_engine
+        if not engine.has_unfinished_requests():  # its step() would wait for ever
+            lost, self._pending = len(self._pending), {}
+            raise self._fail(f"vLLM finished without an output for {lost} request(s)")
+        try:
+            outputs = self._guarded(engine.step)
+        except EngineError:
+            raise
+        except Exception as e:
+            raise self._fail(
+                f"the vLLM engine failed: {describe_error(e)}; rerun the same command to resume"
+            ) from e
+        done = []
+        for output in outputs:
+            if not output.finished:
+                continue
+            request = self._pending.pop(_external_id(output.request_id), None)
+            if request is None:
+                raise self._fail(f"vLLM returned an output for unknown request {output.request_id!r}")
+            done.append(self._to_generation(request, output))
+        return done
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        """Every request's Generation, in the order given (blocking; for tests and one-off calls)."""
+        return generate_all(self, requests)
 
     def close(self) -> None:
         """Shut the engine core (and its workers) down; safe to call twice."""
         llm, self.llm = self.llm, None
+        self._pending, self._answered, self._unsent = {}, [], []
         if llm is None:
             return
         try:
@@ -209,43 +263,31 @@ class VllmEngine:
             detokenize=False,  # decoded below with the model's tokenizer, as the transformers engine does
         )
 
-    def _run_enqueued(self, prompts: list[tuple[int, dict[str, Any], Any]]) -> dict[int, Any]:
-        """Add every request to the engine, then run it until all have finished.
+    def _enqueue(self, request: Request, prompt: dict[str, Any], params: Any) -> None:
+        """Add one request to the running engine; if vLLM refuses it, the next step says why.
 
-        vLLM validates each request as it is added (length, media), so a request it
-        refuses fails alone. Returns position -> RequestOutput, or an error message.
+        vLLM validates each request as it is added (length, media), so a refused
+        request fails alone and the others run on.
         """
-        outcomes: dict[int, Any] = {}
-        pending: dict[str, int] = {}  # vLLM's request id -> position
-        for i, prompt, params in prompts:
-            try:
-                (rid,) = self.llm.enqueue(prompt, params, use_tqdm=False)
-            except Exception as e:
-                self._raise_if_dead(e)
-                outcomes[i] = describe_error(
-                    e
-                )  # too long for max_model_len, media the processor refuses, ...
-            else:
-                pending[_external_id(rid)] = i
-        log.info("vllm: %d requests submitted, %d rejected", len(pending), len(outcomes))
-        if not pending:
-            return outcomes
         try:
-            outputs = self._guarded(lambda: self.llm.wait_for_completion(use_tqdm=False))
-        except EngineError:
-            raise
+            (rid,) = self.llm.enqueue(prompt, params, use_tqdm=False)
         except Exception as e:
-            raise EngineError(
-                f"the vLLM engine failed: {describe_error(e)}; rerun the same command to resume"
-            ) from e
-        for output in outputs:
-            i = pending.pop(_external_id(output.request_id), None)
-            if i is None:
-                raise EngineError(f"vLLM returned an output for unknown request {output.request_id!r}")
-            outcomes[i] = output
-        if pending:
-            raise EngineError(f"vLLM finished without an output for {len(pending)} request(s)")
-        return outcomes
+            self._raise_if_dead(e)
+            # Too long for max_model_len, media the processor refuses, ...
+            self._answered.append(_rejected(request, describe_error(e)))
+        else:
+            self._pending[_external_id(rid)] = request
+
+    def _run_unsent(self) -> list[Generation]:
+        """For a vLLM without LLM.enqueue: everything submitted so far, in one LLM.generate call."""
+        unsent, self._unsent = self._unsent, []
+        outcomes = self._run_batched([(i, prompt, params) for i, (_, prompt, params) in enumerate(unsent)])
+        done = []
+        for i, (request, _, _) in enumerate(unsent):
+            outcome = outcomes[i]
+            refused = isinstance(outcome, str)
+            done.append(_rejected(request, outcome) if refused else self._to_generation(request, outcome))
+        return done
 
     def _run_batched(self, prompts: list[tuple[int, dict[str, Any], Any]]) -> dict[int, Any]:
         """For a vLLM without LLM.enqueue: one LLM.generate call; if vLLM refuses a request
@@ -297,7 +339,7 @@ class VllmEngine:
             # Give vLLM a moment to report the failure itself, then stop waiting.
             dead_since = dead_since or time.monotonic()
             if time.monotonic() - dead_since > DEATH_GRACE_S:
-                raise EngineError(
+                raise self._fail(
                     "the vLLM engine core process exited while generating; rerun the same command to resume"
                 )
         if "error" in box:
@@ -319,11 +361,27 @@ class VllmEngine:
         processes = getattr(manager, "processes", None) or []
         return all(p.is_alive() for p in processes)
 
-    def _raise_if_dead(self, error: Exception) -> None:
+    def _raise_if_dead(self, error: BaseException) -> None:
+        """Raise EngineError (and remember it) if `error` came from a dead engine core."""
         if type(error).__name__ == "EngineDeadError" or not self._engine_alive():
-            raise EngineError(
+            raise self._fail(
                 f"the vLLM engine died: {describe_error(error)}; rerun the same command to resume"
             ) from error
+
+    def _fail(self, message: str) -> EngineError:
+        """Note that the engine cannot go on (every later call says so at once); the error to raise."""
+        self._failure = self._failure or message
+        return EngineError(message)
+
+    def _check_usable(self) -> None:
+        if self.llm is None:
+            raise EngineError("the vllm engine is closed")
+        if self._failure is not None:
+            raise EngineError(self._failure)
+
+    def _in_flight_ids(self) -> set[str]:
+        ids = {r.id for r in self._pending.values()} | {g.request_id for g in self._answered}
+        return ids | {r.id for r, _, _ in self._unsent}
 
     def _to_generation(self, request: Request, output: Any) -> Generation:
         completion = output.outputs[0]
@@ -338,6 +396,7 @@ class VllmEngine:
             text=text.strip(),
             prompt_tokens=len(output.prompt_token_ids or ()),
             output_tokens=len(tokens),
+            finish_reason=completion.finish_reason if completion.finish_reason in FINISH_REASONS else None,
         )
 
 
@@ -353,6 +412,12 @@ def _saved_video_size(processor, spec: ModelSpec) -> dict[str, int] | None:
 
 
 # -- pure helpers ------------------------------------------------------------------------
+
+
+def running_limit(llm) -> int:
+    """How many requests the started engine runs at once, as vLLM resolved it."""
+    scheduler = llm.llm_engine.vllm_config.scheduler_config
+    return int(getattr(scheduler, "max_num_active_seqs", None) or scheduler.max_num_seqs)
 
 
 def _external_id(request_id: str) -> str:

@@ -8,18 +8,22 @@ encodes and decodes as one batch. Each chunk is decoded independently
 (no conditioning on previous text), and its segments come back with times
 relative to the chunk. Where whisper stops short of a chunk's end, the rest of
 the chunk is decoded again, as whisper's sequential decoder does.
+
+Submitted requests wait in a queue (`omnibatch.engine.batching`); each `step()`
+transcribes one batch of chunks of similar length that share a language setting
+and a token budget. A request past the 30 s window runs alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable
 from dataclasses import replace
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
+from omnibatch.engine.batching import BatchingEngine, BatchLimits, Waiting
 from omnibatch.errors import EngineError, MissingDependencyError
 from omnibatch.records import Generation, Request, Segment
 
@@ -29,12 +33,16 @@ _MAX_LENGTH = 448  # whisper's decoder limit, prompt included
 _PROMPT_ROOM = 8  # start-of-transcript, language, task and timestamp tokens
 _MIN_RESEEK_S = 0.5  # a shorter rest of a chunk is not decoded again
 _MAX_RESEEKS = 4  # passes over the rest of a chunk, each starting later than the one before
+_LONG = "past the window"  # the batch key of a request that runs alone, through the sliding window
 
 log = logging.getLogger(__name__)
 
 
-class WhisperEngine:
-    """faster-whisper on local CTranslate2 weights; `model` None means the bundled Whisper base."""
+class WhisperEngine(BatchingEngine):
+    """faster-whisper on local CTranslate2 weights; `model` None means the bundled Whisper base.
+
+    `generate(requests)` runs them all and returns them in order.
+    """
 
     name = "whisper"
 
@@ -65,9 +73,9 @@ class WhisperEngine:
                 f"{model} is not a CTranslate2 Whisper model folder (no model.bin); give a local path "
                 "converted with ct2-transformers-converter, or leave --model out for the bundled Whisper base"
             )
+        super().__init__(BatchLimits(max(1, batch_size)))
         self.model = str(path)
         self.beam_size = beam_size
-        self.batch_size = max(1, batch_size)
         try:
             self._whisper = WhisperModel(
                 self.model, device=device, compute_type=compute_type, cpu_threads=cpu_threads
@@ -79,29 +87,24 @@ class WhisperEngine:
         self._seen = _StopRecorder(self._whisper)
         self._batched = BatchedInferencePipeline(self._seen)
 
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
-        results: dict[int, Generation] = {}
-        batchable: list[int] = []
-        for k, req in enumerate(requests):
-            problem = _check(req)
-            if problem is not None:
-                results[k] = Generation(request_id=req.id, text="", error=problem)
-            elif req.audio.size < SAMPLE_RATE // 100:  # under 10 ms: nothing to hear
-                results[k] = Generation(request_id=req.id, text="", segments=[])
-            elif req.audio.size > WINDOW_S * SAMPLE_RATE:
-                results[k] = self._transcribe_long(req)
-            else:
-                batchable.append(k)
+    def _answer_now(self, request: Request) -> Generation | None:
+        problem = _check(request)
+        if problem is not None:
+            return Generation(request_id=request.id, text="", error=problem)
+        if request.audio.size < SAMPLE_RATE // 100:  # under 10 ms: nothing to hear
+            return Generation(request_id=request.id, text="", segments=[], finish_reason="stop")
+        return None
 
-        def key(k: int) -> tuple[str, int]:  # one language setting and token budget per model call
-            return requests[k].language or "", _max_new_tokens(requests[k])
+    def _place(self, request: Request) -> Waiting:
+        if request.audio.size > WINDOW_S * SAMPLE_RATE:
+            return Waiting(key=_LONG, size=request.audio.size, alone=True)
+        # One model call takes one language setting and one token budget.
+        return Waiting(key=(request.language or "", _max_new_tokens(request)), size=request.audio.size)
 
-        for _, group in groupby(sorted(batchable, key=key), key=key):
-            members = list(group)
-            for i in range(0, len(members), self.batch_size):
-                batch = members[i : i + self.batch_size]
-                results.update(zip(batch, self._transcribe_batch([requests[k] for k in batch])))
-        return [results[k] for k in range(len(requests))]
+    def _run_chosen(self, batch: list[Request], key: Hashable) -> list[Generation]:
+        if key == _LONG:
+            return [self._transcribe_long(request) for request in batch]
+        return self._transcribe_batch(batch)
 
     def close(self) -> None:
         self._batched = None
@@ -125,6 +128,7 @@ class WhisperEngine:
         ]
         language = requests[0].language
         self._seen.stopped_at.clear()
+        self._seen.token_counts.clear()
         segments, _info = self._batched.transcribe(
             np.concatenate(audios),
             language=language,
@@ -148,8 +152,14 @@ class WhisperEngine:
             if k is None:  # cannot happen unless the pipeline changes: fall back to the times
                 k = max(0, int(np.searchsorted(offsets, seg.start * SAMPLE_RATE, side="right")) - 1)
             found[min(k, len(requests) - 1)].append(seg)
+        limit = _max_new_tokens(requests[0])
+        finish = ["stop"] * len(requests)
+        for seek, k in by_seek.items():
+            if self._seen.token_counts.get(seek, 0) >= limit:
+                finish[k] = "length"
         generations = [
-            _generation(req, segs, offset=clips[k]["start"], duration=audios[k].size / SAMPLE_RATE)
+            _generation(req, segs, offset=clips[k]["start"], duration=audios[k].size / SAMPLE_RATE,
+                        finish_reason=finish[k])
             for k, (req, segs) in enumerate(zip(requests, found))
         ]
         # Whisper sometimes stops before the end of a chunk, with a segment opened and never
@@ -178,7 +188,9 @@ class WhisperEngine:
                 condition_on_previous_text=False,
                 without_timestamps=False,
             )
-            return _generation(req, list(segments), offset=0.0, duration=req.audio.size / SAMPLE_RATE)
+            # The sliding window takes its own budget per window: it does not run out.
+            return _generation(req, list(segments), offset=0.0, duration=req.audio.size / SAMPLE_RATE,
+                               finish_reason="stop")
         except Exception as e:  # noqa: BLE001
             return Generation(request_id=req.id, text="", error=f"whisper failed: {e}")
 
@@ -188,12 +200,15 @@ class _StopRecorder:
 
     Everything is the model's own except the step that splits a clip's tokens into
     segments, which also records, for a clip that ended on an open segment, the last
-    timestamp (seconds into the clip), keyed like the segments' `seek` (the clip start in frames).
+    timestamp (seconds into the clip), and for every clip how many tokens it decoded
+    (all of its budget: it was cut off). Both are keyed like the segments' `seek`
+    (the clip start in frames).
     """
 
     def __init__(self, model) -> None:
         self._model = model
         self.stopped_at: dict[int, float] = {}
+        self.token_counts: dict[int, int] = {}
 
     def __getattr__(self, name: str):
         return getattr(self._model, name)
@@ -206,8 +221,9 @@ class _StopRecorder:
             segment_duration=segment_duration, seek=seek,
         )
         # The pipeline passes seek=0 and gets back where a sequential decoder would go on from.
+        fps = self._model.frames_per_second
+        self.token_counts[int(time_offset * fps)] = len(tokens)
         if next_seek - seek < segment_size:
-            fps = self._model.frames_per_second
             self.stopped_at[int(time_offset * fps)] = (next_seek - seek) / fps
         return segments, next_seek, single_timestamp_ending
 
@@ -216,6 +232,7 @@ def _append(first: Generation, rest: Generation, *, offset: float) -> Generation
     """`rest` (decoded from `offset` s into the same request) after `first`."""
     if rest.error or not rest.text:
         return first
+    # The rest decides how the whole ended: cut off by the budget, or by itself.
     moved = [Segment(round(s.start_s + offset, 3), round(s.end_s + offset, 3), s.text)
              for s in rest.segments or []]
     return Generation(
@@ -223,6 +240,7 @@ def _append(first: Generation, rest: Generation, *, offset: float) -> Generation
         text=" ".join(f"{first.text} {rest.text}".split()),
         segments=[*(first.segments or []), *moved],
         output_tokens=first.output_tokens + rest.output_tokens,
+        finish_reason=rest.finish_reason,
     )
 
 
@@ -238,7 +256,9 @@ def _max_new_tokens(req: Request) -> int:
     return max(1, min(req.max_new_tokens, _MAX_LENGTH - _PROMPT_ROOM))
 
 
-def _generation(req: Request, segs: list, *, offset: float, duration: float) -> Generation:
+def _generation(
+    req: Request, segs: list, *, offset: float, duration: float, finish_reason: str
+) -> Generation:
     out: list[Segment] = []
     for s in segs:
         text = s.text.strip()
@@ -253,4 +273,5 @@ def _generation(req: Request, segs: list, *, offset: float, duration: float) -> 
         text=" ".join(text.split()),
         segments=out,
         output_tokens=sum(len(s.tokens) for s in segs),
+        finish_reason=finish_reason,
     )
