@@ -160,7 +160,8 @@ def test_cuts_fall_in_real_pauses_found_by_vad(tmp_path):
 
     info = probe(path)
     config = RunConfig(task="caption", inputs=[], out=str(tmp_path), clip_seconds=10.0)
-    clips = CaptionTask(config, variant="instruct").plan(MediaItem("talk", path, "test"), info)
+    regions = CaptionTask(config, variant="instruct").decode(MediaItem("talk", path, "test"), info)
+    clips = [r.chunk for r in regions]
     assert_tiles(clips, info.duration_s, 10.0)  # silence at both ends is covered too
     evens = [info.duration_s * k / len(clips) for k in range(1, len(clips))]
     assert any(min(abs(c.end_s - e) for e in evens) > 0.3 for c in clips[:-1])  # cuts did move

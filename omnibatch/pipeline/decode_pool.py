@@ -3,7 +3,7 @@
 A worker probes a file, runs the task's first pass over it (one ffmpeg stream:
 VAD, online cuts, each region's samples) and sends every region request out
 the moment it is decoded, then says how many there were. Events from all
-workers share one bounded queue, so a worker that runs ahead of the engine
+workers end in one bounded queue, so a worker that runs ahead of the engine
 blocks instead of filling memory: what is held is the queue, not the file.
 
 `workers=0` runs the same events inline in the calling process, one event per
@@ -16,20 +16,16 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 
 from omnibatch.errors import OmnibatchError
 from omnibatch.pipeline.tasks import RegionRequest, Task
 from omnibatch.records import MediaInfo, MediaItem
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
-
-
-@dataclass(frozen=True)
-class Started:
-    seq: int
-    worker: int
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ class Failed:
     error: str
 
 
-Event = Started | Probed | Decoded | Ended | Failed
+Event = Probed | Decoded | Ended | Failed
 
 
 def describe(exc: BaseException) -> str:
@@ -112,17 +108,17 @@ class InlineSource:
         self._events.close()
 
 
-def _worker_main(worker: int, task: Task, items: Sequence[MediaItem], prober: Prober, jobs, events) -> None:
+def _worker_main(task: Task, items: Sequence[MediaItem], prober: Prober, jobs: Connection,
+                 events: Connection) -> None:
     for s in STOP_SIGNALS:  # the main process decides when everyone stops
         signal.signal(s, signal.SIG_IGN)
     _die_with_parent()
-    while True:
-        seq = jobs.get()
-        if seq is None:
-            return
-        events.put(Started(seq, worker))
-        for event in decode_events(task, seq, items[seq], prober):
-            events.put(event)
+    try:
+        while (seq := jobs.recv()) is not None:
+            for event in decode_events(task, seq, items[seq], prober):
+                events.send(event)
+    except (EOFError, BrokenPipeError):
+        pass  # the main process has gone or closed the pool
 
 
 def _die_with_parent() -> None:
@@ -138,88 +134,126 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
+@dataclass
+class _Worker:
+    proc: multiprocessing.Process
+    jobs: Connection  # main -> worker: file numbers, None to stop
+    events: Connection  # worker -> main
+    seq: int | None = None  # the file it is on
+
+
 class ProcessSource:
-    """`workers` decode processes (spawned: the main process may hold torch and engine threads)."""
+    """`workers` decode processes (spawned: the main process may hold torch and engine threads).
+
+    Each worker has pipes of its own, so a worker that dies (killed, out of memory) can
+    corrupt nothing the others use: its file fails, and a new worker takes its place. A
+    reader thread moves events from the pipes into a bounded queue; when that is full it
+    stops reading, the pipes fill, and the workers wait.
+    """
 
     def __init__(self, task: Task, items: Sequence[MediaItem], workers: int, *, max_queued: int = 8,
                  prober: Prober = probe_media) -> None:
-        ctx = multiprocessing.get_context("spawn")
+        self._ctx = multiprocessing.get_context("spawn")
+        self._task, self._prober = task, prober
         self._items = list(items)
-        self._jobs = ctx.Queue()
-        for seq in range(len(self._items)):
-            self._jobs.put(seq)
-        self._events = ctx.Queue(maxsize=max(2, max_queued))
-        self._ctx, self._task, self._prober = ctx, task, prober
-        self._procs: dict[int, multiprocessing.Process] = {}
-        self._current: dict[int, int | None] = {}  # worker -> the file it is on
-        self._finished = 0
-        self._pending_failures: list[Failed] = []
+        self._next = 0  # the next file to hand out
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize=max(2, max_queued))
+        self._workers: list[_Worker] = []
         self._restarts_left = 2 * max(1, workers)  # a worker that dies at start must not respawn for ever
-        for w in range(min(workers, len(self._items)) or 0):
-            self._start(w)
+        self._finished = 0
+        self._closing = threading.Event()
         self.exhausted = not self._items
+        for _ in range(min(workers, len(self._items))):
+            self._workers.append(self._start())
+        self._reader = threading.Thread(target=self._pump, name="omnibatch-decode-reader", daemon=True)
+        self._reader.start()
 
-    def _start(self, worker: int) -> None:
-        self._jobs.put(None)  # one stop marker per worker, after the files
-        proc = self._ctx.Process(target=_worker_main, name=f"omnibatch-decode-{worker}", daemon=True,
-                                 args=(worker, self._task, self._items, self._prober, self._jobs, self._events))
+    def _start(self) -> _Worker:
+        job_recv, job_send = self._ctx.Pipe(duplex=False)
+        event_recv, event_send = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(target=_worker_main, name="omnibatch-decode", daemon=True,
+                                 args=(self._task, self._items, self._prober, job_recv, event_send))
         proc.start()
-        self._procs[worker] = proc
-        self._current[worker] = None
+        job_recv.close()
+        event_send.close()
+        worker = _Worker(proc, job_send, event_recv)
+        self._hand_out(worker)
+        return worker
+
+    def _hand_out(self, worker: _Worker) -> None:
+        worker.seq = self._next if self._next < len(self._items) else None
+        if worker.seq is not None:
+            self._next += 1
+        try:
+            worker.jobs.send(worker.seq)
+        except (BrokenPipeError, OSError):
+            pass  # it has died; the reader sees its pipe close
+
+    def _pump(self) -> None:
+        """The reader thread: events in, files handed out, dead workers replaced."""
+        while not self._closing.is_set():
+            live = {w.events: w for w in self._workers if not w.events.closed}
+            if not live:
+                return
+            for conn in wait(list(live), timeout=0.5):
+                worker = live[conn]
+                try:
+                    event = conn.recv()
+                except (EOFError, OSError):
+                    self._lost(worker)
+                    continue
+                if isinstance(event, Ended | Failed):
+                    self._hand_out(worker)
+                self._put(event)
+
+    def _lost(self, worker: _Worker) -> None:
+        worker.events.close()
+        worker.proc.join(timeout=5)
+        code = worker.proc.exitcode
+        if worker.seq is not None:
+            self._put(Failed(worker.seq, "decode", f"the decode worker died (exit code {code}) on this file"))
+        self._workers.remove(worker)
+        if self._next < len(self._items) and self._restarts_left > 0:
+            self._restarts_left -= 1
+            self._workers.append(self._start())
+        elif self._next < len(self._items) and not self._workers:
+            for seq in range(self._next, len(self._items)):  # nobody is left to decode them
+                self._put(Failed(seq, "decode", f"every decode worker died (the last with exit code {code})"))
+            self._next = len(self._items)
+
+    def _put(self, event: Event) -> None:
+        while not self._closing.is_set():
+            try:
+                self._queue.put(event, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def poll(self, timeout_s: float = 0.0) -> Event | None:
-        if self._pending_failures:
-            return self._note(self._pending_failures.pop())
         if self.exhausted:
             return None
         try:
-            event = self._events.get(timeout=timeout_s) if timeout_s > 0 else self._events.get_nowait()
+            event = self._queue.get(timeout=timeout_s) if timeout_s > 0 else self._queue.get_nowait()
         except queue.Empty:
-            self._check_workers()
-            return self._note(self._pending_failures.pop()) if self._pending_failures else None
-        return self._note(event)
-
-    def _note(self, event: Event) -> Event:
-        if isinstance(event, Started):
-            self._current[event.worker] = event.seq
-        elif isinstance(event, Ended | Failed):
-            for w, seq in self._current.items():
-                if seq == event.seq:
-                    self._current[w] = None
+            return None
+        if isinstance(event, Ended | Failed):
             self._finished += 1
             self.exhausted = self._finished == len(self._items)
         return event
 
-    def _check_workers(self) -> None:
-        """A worker that died (killed, out of memory) fails its file; a new worker takes its place."""
-        for w, proc in list(self._procs.items()):
-            if proc.is_alive():
-                continue
-            seq = self._current.get(w)
-            if proc.exitcode == 0:
-                continue
-            if seq is not None:
-                self._pending_failures.append(
-                    Failed(seq, "decode", f"the decode worker died (exit code {proc.exitcode}) on this file"))
-                self._current[w] = None
-            del self._procs[w]
-            if self._restarts_left > 0:
-                self._restarts_left -= 1
-                self._start(w)
-            elif not self._procs:
-                raise OmnibatchError(f"every decode worker died (the last with exit code {proc.exitcode})")
-
     def close(self) -> None:
-        for proc in self._procs.values():
-            if proc.is_alive():
-                proc.terminate()
-        for proc in self._procs.values():
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-        for q in (self._events, self._jobs):
-            q.cancel_join_thread()
-            q.close()
+        self._closing.set()
+        self._reader.join(timeout=5)  # it wakes at least every 0.5 s; then nobody starts workers
+        for w in self._workers:
+            if w.proc.is_alive():
+                w.proc.terminate()
+        for w in self._workers:
+            w.proc.join(timeout=5)
+            if w.proc.is_alive():
+                w.proc.kill()
+        for w in self._workers:
+            w.jobs.close()
+            w.events.close()
 
 
 def open_source(task: Task, items: Sequence[MediaItem], workers: int, *, max_queued: int = 8,

@@ -40,6 +40,7 @@ from omnibatch.records import Generation, MediaInfo, MediaItem, Request
 log = logging.getLogger("omnibatch")
 
 WAIT_S = 0.2  # how long to wait for a decode event when the engine has nothing to do
+REGION_S = 30.0  # a typical first-pass region (chunk or clip), for sizing the decode queue
 SLACK = 2  # decoded requests held beyond the engine's free room, so a freed slot is filled at once
 
 
@@ -77,7 +78,7 @@ class Scheduler:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> Iterator[Finished]:
-        source = open_source(self.task, self.items, self.workers, max_queued=max(4, 2 * self.workers),
+        source = open_source(self.task, self.items, self.workers, max_queued=self._queue_size(),
                              prober=self.prober)
         try:
             while True:
@@ -100,6 +101,14 @@ class Scheduler:
             source.close()
         if self.to_speak:
             yield from self._speech_pass()
+
+    def _queue_size(self) -> int:
+        """Decoded regions the workers may queue while this process is busy in an engine step.
+
+        That queue is what refills the engine after a step, so it must hold a few batches:
+        sized by media (the task's hold, at ~30 s a region), never below two per worker.
+        """
+        return max(8, 2 * self.workers, int(self.task.hold_seconds / REGION_S))
 
     def _check_stop(self) -> None:
         if self.should_stop():
