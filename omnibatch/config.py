@@ -102,13 +102,12 @@ class RunConfig:
     # Throughput knobs: they never change a row, so they stay out of the fingerprint.
     # workers: decode processes; 0 decodes in the main process; AUTO_WORKERS (None) sizes them to the node.
     workers: int | None = 1
-    wave_seconds: float = 1800.0
     rows_per_part: int = 1000
 
     # What never changes a row's content.
     _NOT_FINGERPRINTED = frozenset(
         {"inputs", "out", "shard_index", "num_shards", "resume", "retry_errors", "workers",
-         "wave_seconds", "rows_per_part", "formats", "speech_timeout_s"}
+         "rows_per_part", "formats", "speech_timeout_s"}
     )
     # What changes every task's rows; the rest of the fingerprint is the task's own options record.
     _COMMON_FINGERPRINTED = ("task", "model", "engine", "engine_options")

@@ -91,7 +91,7 @@ def test_throughput_knobs_stay_out_of_every_fingerprint():
         for name in sorted(RunConfig._NOT_FINGERPRINTED):
             assert changed(base, name).fingerprint() == base.fingerprint(), (task, name)
         assert replace(base, workers=AUTO_WORKERS).fingerprint() == base.fingerprint()
-    knobs = {"workers", "wave_seconds", "rows_per_part", "speech_timeout_s", "formats"}
+    knobs = {"workers", "rows_per_part", "speech_timeout_s", "formats"}
     assert knobs <= RunConfig._NOT_FINGERPRINTED
 
 

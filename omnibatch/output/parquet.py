@@ -109,12 +109,14 @@ def drop_rows(folder: Path, ids: set[str]) -> int:
     import pyarrow.compute as pc
 
     dropped = 0
+    wanted = pa.array(sorted(ids), pa.string())
     for part in part_files(folder):
-        table = pq.read_table(part)
-        hit = pc.is_in(table.column("id"), value_set=pa.array(sorted(ids), pa.string()))
+        # The id column alone says whether the part must be rewritten (most parts are not).
+        hit = pc.is_in(pq.read_table(part, columns=["id"]).column("id"), value_set=wanted)
         count = pc.sum(hit).as_py() or 0
         if not count:
             continue
+        table = pq.read_table(part)
         kept = table.filter(pc.invert(hit))
         if kept.num_rows:
             write_table_atomic(kept, part)
