@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE))
 
 from longform import TreePeak, machine  # noqa: E402
 from longform_media import duration_of, long_recording, looped, run  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 LANGUAGE = "en"
 TARGETS = {"feed_to_limit": 0.8, "busy_fraction": 0.95, "throughput_to_feed": 0.9, "rss_long_to_short": 1.5,
@@ -438,12 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
                            (("feed", free), ("engine_bound", slow), ("feed_bound", fast))},
         "total_s": round(time.perf_counter() - started, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"results: {out}")
+    write_results(out, result, markdown(result))
     return result
 
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from longform_media import Clip, LongRecording, human_clips, long_recording, looped  # noqa: E402
 from longform_text import word_errors  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 LANGUAGE = "en"
 BATCH_SIZE = 8  # the whisper engine's defaults, given to the peer too
@@ -370,12 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
         "memory": mem,
         "total_s": round(time.perf_counter() - started, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"results: {out}")
+    write_results(out, result, markdown(result))
     return result
 
 

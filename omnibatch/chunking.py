@@ -299,7 +299,49 @@ def _to_chunks(spans: list[Region], item_id: str) -> list[Chunk]:
 _EPS = 1e-6  # keeps margins strict against float rounding
 
 
-class OnlineChunker:
+class OnlinePlanner:
+    """What the online planners share: speech regions in as the VAD closes them, final pieces out.
+
+    `update` takes the newly closed regions, the start of the region still open (or None)
+    and the VAD's settled frontier; `finish` the last regions. Both return the pieces
+    (chunks or clips) that nothing later can change. Subclasses say what is final
+    (`_advance`).
+    """
+
+    def __init__(self, duration_s: float, item_id: str) -> None:
+        self.duration_s = float(duration_s)
+        self.item_id = item_id
+        self._closed: list[Region] = []  # regions not yet fully inside a returned piece
+        self._open: float | None = None
+        self._frontier = 0.0
+        self._finished = False
+        self._count = 0  # pieces returned
+
+    def update(self, regions: Iterable[Region], open_start_s: float | None, frontier_s: float) -> list[Chunk]:
+        """Add newly closed `regions` (in order); return the pieces that are now final."""
+        if self._finished:
+            raise RuntimeError(f"{type(self).__name__}.update after finish")
+        self._add(regions)
+        self._open = open_start_s
+        self._frontier = max(self._frontier, float(frontier_s))
+        return self._advance()
+
+    def finish(self, regions: Iterable[Region] = ()) -> list[Chunk]:
+        """The last closed `regions` (the VAD's own finish); return every piece still to come."""
+        if self._finished:
+            return []
+        self._add(regions)
+        self._open, self._frontier, self._finished = None, math.inf, True
+        return self._advance()
+
+    def _add(self, regions: Iterable[Region]) -> None:
+        self._closed += [(float(a), float(b)) for a, b in regions]
+
+    def _advance(self) -> list[Chunk]:
+        raise NotImplementedError
+
+
+class OnlineChunker(OnlinePlanner):
     """`plan_chunks` while the file is still being decoded, with a bounded look-ahead.
 
     Told the speech regions as the VAD closes them, the start of the one still open and
@@ -325,9 +367,8 @@ class OnlineChunker:
         *,
         lookahead_s: float | None = None,
     ) -> None:
+        super().__init__(duration_s, item_id)
         self.options = opt = options or ChunkingOptions()
-        self.duration_s = float(duration_s)
-        self.item_id = item_id
         # A region's end is final (and its pads known) once the frontier is this far past it.
         self._end_margin = max(2 * opt.pad_s, opt.min_silence_s) + _EPS
         least = opt.max_chunk_s + max(opt.max_silence_s, 2 * opt.pad_s, opt.min_silence_s) + 2 * _EPS
@@ -339,32 +380,10 @@ class OnlineChunker:
                 f"{least:.3f} s here; got {lookahead_s}"
             )
         self.lookahead_s = float(lookahead_s)
-        self._closed: list[Region] = []  # regions not yet fully inside a planned chunk
-        self._open: float | None = None
-        self._frontier = 0.0
-        self._finished = False
         self._s: float | None = None  # where the next chunk starts; None until its region is known
         self._after: float | None = None  # end of the region the last chunk ended after
         self._spans: list[Region] = []  # planned, not yet widened
         self._last_end = 0.0  # end of the last chunk returned, as widened (0 bounds the first)
-        self._count = 0
-
-    def update(self, regions: Iterable[Region], open_start_s: float | None, frontier_s: float) -> list[Chunk]:
-        """Add newly closed `regions` (in order); return the chunks that are now final."""
-        if self._finished:
-            raise RuntimeError("OnlineChunker.update after finish")
-        self._add(regions)
-        self._open = open_start_s
-        self._frontier = max(self._frontier, float(frontier_s))
-        return self._advance()
-
-    def finish(self, regions: Iterable[Region] = ()) -> list[Chunk]:
-        """The last closed `regions` (the VAD's own finish); return every chunk still to come."""
-        if self._finished:
-            return []
-        self._add(regions)
-        self._open, self._frontier, self._finished = None, math.inf, True
-        return self._advance()
 
     @property
     def needed_from_s(self) -> float:

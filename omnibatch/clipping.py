@@ -11,10 +11,10 @@ Times are seconds on the file's timeline.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from omnibatch.chunking import Region, normalize_regions
+from omnibatch.chunking import OnlinePlanner, Region, normalize_regions
 from omnibatch.records import Chunk
 
 
@@ -93,7 +93,7 @@ def cut_window(start: float, duration: float, opt: ClipOptions) -> CutWindow | N
     return CutWindow(target - reach, min(start + opt.clip_s, target + reach), target)
 
 
-class OnlineClipper:
+class OnlineClipper(OnlinePlanner):
     """`plan_clips` while the file's audio is still being decoded.
 
     The duration is known up front (from ffprobe), so every cut's window is too; a cut is
@@ -103,34 +103,11 @@ class OnlineClipper:
     """
 
     def __init__(self, options: ClipOptions | None, duration_s: float, item_id: str = "") -> None:
+        super().__init__(duration_s, item_id)
         self.options = opt = options or ClipOptions()
-        self.duration_s = float(duration_s)
-        self.item_id = item_id
         # Past this margin a pause reaching beyond the window is long, and its far edge out of reach.
         self._margin = max(opt.min_pause_s, 2 * opt.pad_s) + 1e-6
-        self._closed: list[Region] = []
-        self._open: float | None = None
-        self._frontier = 0.0
-        self._finished = False
         self._start: float | None = 0.0 if self.duration_s > 0 else None  # None: every clip returned
-        self._count = 0
-
-    def update(self, regions: Iterable[Region], open_start_s: float | None, frontier_s: float) -> list[Chunk]:
-        """Add newly closed `regions` (in order); return the clips that are now final."""
-        if self._finished:
-            raise RuntimeError("OnlineClipper.update after finish")
-        self._closed += [(float(a), float(b)) for a, b in regions]
-        self._open = open_start_s
-        self._frontier = max(self._frontier, float(frontier_s))
-        return self._advance()
-
-    def finish(self, regions: Iterable[Region] = ()) -> list[Chunk]:
-        """The last closed `regions`; return every clip still to come."""
-        if self._finished:
-            return []
-        self._closed += [(float(a), float(b)) for a, b in regions]
-        self._open, self._frontier, self._finished = None, math.inf, True
-        return self._advance()
 
     @property
     def needed_from_s(self) -> float:

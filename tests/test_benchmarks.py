@@ -64,3 +64,26 @@ def test_quick_longform_benchmark_reports_all_fields(tmp_path):
     assert _number(r["memory"]["tree_peak_ratio_last_to_first"])
     table = out.with_suffix(".md").read_text()
     assert "| decode+chunk" in table and "omnibatch" in table
+
+
+def test_quick_feed_benchmark_reports_all_fields(tmp_path):
+    """The feed benchmark in its quick form: every figure present; one ffmpeg process per file."""
+    pytest.importorskip("psutil")
+    out = tmp_path / "feed.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "feed.py"), "--quick", "--out", str(out),
+           "--cache", str(tmp_path / "cache")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["quick"] is True and r["settings"]["runner"] == "new"
+    assert _number(r["limit"]["capacity_audio_s_per_cpu_s"]) and r["limit"]["capacity_audio_s_per_cpu_s"] > 0
+    assert _number(r["feed"]["pipeline_to_limit"]) and isinstance(r["feed"]["pipeline_met"], bool)
+    assert _number(r["feed"]["stream_to_limit"])
+    engine = r["engine_bound"]["run"]["engine"]
+    assert 0 < engine["busy_fraction"] <= 1 and 0 < engine["mean_in_flight"] <= engine["bound"]
+    assert engine["max_in_flight_seen"] <= engine["bound"]  # the feed never exceeds the engine's bound
+    assert _number(r["feed_bound"]["throughput_to_feed"])
+    assert [c["case"] for c in r["memory"]["cases"]] and _number(r["memory"]["ratio"])
+    for run_ in r["ffmpeg_per_run"].values():  # one decode pass per file, whatever its length
+        assert run_["ffmpeg_per_file"] == 1 and run_["ffprobe_per_file"] == 1
+    assert (out.with_suffix(".md")).read_text().count("|") > 20

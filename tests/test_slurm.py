@@ -8,6 +8,8 @@ told their time is up while they run, and every item must still appear once.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -44,6 +46,60 @@ def reference(manifest, tmp_path_factory):
     done, rows = run_reference(manifest, tmp_path_factory.mktemp("local"))
     assert done.returncode == 1, done.stderr
     return rows
+
+
+def freeze_mid_run(out: Path, shards: list[int], timeout: float = 180) -> dict[int, int]:
+    """Freeze (SIGSTOP) each shard once it has written its first rows; return shard -> pid.
+
+    The shards are fast (the tiny model) and run side by side: between seeing a shard's
+    first rows and Slurm delivering a signal to it, it could write all of them and exit
+    done, and then there is nothing to stop. Frozen, it holds still until it is signalled.
+    """
+    frozen: dict[int, int] = {}
+
+    def freeze_ready() -> bool:
+        for index in shards:
+            if index not in frozen and shard_rows(out, index) >= 2:
+                label = f"{index:05d}-of-00003"
+                frozen[index] = read_attempts(RunDir(out).attempts_path("transcribe", label))[-1].pid
+                os.kill(frozen[index], signal.SIGSTOP)
+        return len(frozen) == len(shards)
+
+    wait_for(freeze_ready, timeout, f"shards {shards} to write their first rows", interval=0.05)
+    for index, pid in frozen.items():
+        wait_for(lambda: _proc_field(pid, "State").startswith("T"), 30, f"shard {index} to freeze")
+    return frozen
+
+
+def signal_and_thaw(pid: int, send) -> None:
+    """`send()` a stop signal to a frozen shard, wait until it is pending, and let the shard go on:
+    it handles the signal before anything else runs."""
+    try:
+        send()
+        # Pending, or already handled: Slurm continues a job it cancels (SIGCONT, then SIGTERM).
+        wait_for(lambda: _pending(pid) & _STOPPING or not _proc_field(pid, "State").startswith("T"), 60,
+                 f"the signal to reach pid {pid}")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+_STOPPING = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGUSR2 - 1))
+
+
+def _proc_field(pid: int, name: str) -> str:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # it has exited
+        return ""
+    for line in status.splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _pending(pid: int) -> int:
+    """Signals pending for the process (shared) or its main thread, as a bit mask."""
+    return int(_proc_field(pid, "ShdPnd") or "0", 16) | int(_proc_field(pid, "SigPnd") or "0", 16)
 
 
 def shard_rows(out: Path, index: int) -> int:
@@ -106,12 +162,11 @@ def test_cancelled_requeued_and_timed_out_tasks_resume_to_each_item_once(slurm_c
     job = started.array_job
     assert started.shards == [0, 1, 2] and job
 
+    pids = freeze_mid_run(out, [0, 1])
     # Shard 0: cancelled mid-run (SIGTERM, as preemption does), then requeued by hand.
-    wait_for(lambda: shard_rows(out, 0) >= 2, 180, "shard 0's first rows", interval=0.1)
-    slurm_cluster.run("scancel", f"{job}_0")
+    signal_and_thaw(pids[0], lambda: slurm_cluster.run("scancel", f"{job}_0"))
     # Shard 1: told its time limit is near (the USR2 that --signal=B:USR2@margin sends); it requeues itself.
-    wait_for(lambda: shard_rows(out, 1) >= 2, 180, "shard 1's first rows", interval=0.1)
-    slurm_cluster.run("scancel", "--signal=USR2", "--batch", f"{job}_1")
+    signal_and_thaw(pids[1], lambda: slurm_cluster.run("scancel", "--signal=USR2", "--batch", f"{job}_1"))
 
     wait_for(lambda: not any(line.startswith(f"{job}_0 ") for line in slurm_cluster.queued(job)), 120,
              "shard 0 to end")

@@ -176,6 +176,7 @@ class VllmEngine:
                 self._enqueue(request, prompt, params)
             else:
                 self._unsent.append((request, prompt, params))
+        log.info("vllm: %d requests submitted, %d in flight", len(requests), self.in_flight)
 
     def step(self) -> list[Generation]:
         if self._answered:
