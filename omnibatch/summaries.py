@@ -4,7 +4,7 @@ A 40-minute transcript does not fit a prompt comfortably, so the Thinker
 summarizes it in rounds: first each piece of at most `max_chars` characters
 (map), then groups of those partial summaries (reduce), until everything left
 fits one prompt, which gives the final summary. Each round is a function of the
-source text and the answers to the rounds before it, so the runner can ask for
+source text and the answers to the rounds before it, so the scheduler can ask for
 one round at a time, batched across files (`plan_round`).
 
 A round has exactly one request if and only if it is the final round; that is

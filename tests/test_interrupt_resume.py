@@ -128,3 +128,27 @@ def test_interrupted_then_resumed_equals_uninterrupted(case, media, tmp_path, mo
         ref_segments = rows_of(tmp_path / "ref", "segments")
         key = lambda r: (r["id"], r["index"])  # noqa: E731
         assert sorted(segments, key=key) == sorted(ref_segments, key=key)
+
+
+def test_segments_left_without_their_rows_are_not_doubled(media, tmp_path, monkeypatch):
+    """A kill after a part of segments but before the part of rows: the rerun redoes those files
+    and their segments appear once."""
+    inputs = manifest(tmp_path, media)
+    run = Run(config_for("transcribe", inputs, tmp_path / "out"), monkeypatch)
+    run()
+    expected = sorted(rows_of(tmp_path / "out", "segments"), key=lambda r: (r["id"], r["index"]))
+    for part in (tmp_path / "out" / "transcribe").glob("part-*.parquet"):
+        part.unlink()  # the rows never made it to disk; the segments did
+    again = Run(config_for("transcribe", inputs, tmp_path / "out"), monkeypatch)()
+    assert again.skipped_done == 0 and again.ok == len(media)
+    segments = sorted(rows_of(tmp_path / "out", "segments"), key=lambda r: (r["id"], r["index"]))
+    assert segments == expected
+
+
+def test_error_rows_share_the_current_part(tmp_path, monkeypatch):
+    missing = {f"gone{k}": tmp_path / f"gone{k}.wav" for k in range(25)}
+    inputs = manifest(tmp_path, missing)
+    stats = Run(config_for("transcribe", inputs, tmp_path / "out"), monkeypatch)()
+    assert stats.error == 25 and stats.failed_by_stage == {"probe": 25}
+    parts = list((tmp_path / "out" / "transcribe").glob("part-*.parquet"))
+    assert len(parts) == 1 and len(rows_of(tmp_path / "out", "transcribe")) == 25

@@ -1,4 +1,4 @@
-"""The output tables: one typed row per table, with its Arrow schema beside it (DESIGN.md, "User-facing contract").
+"""The output tables: one typed row per table, with its Arrow schema beside it (README, "Outputs").
 
 Every stage after the engine hands rows around as these dataclasses, never as
 free dicts; `to_table` is the one place they become Arrow. A task's row extends

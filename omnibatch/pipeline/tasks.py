@@ -1,6 +1,6 @@
 """What a task is to the scheduler: its passes over a file, declared as typed steps.
 
-Every task has the same shape (DESIGN.md, "Data flow"):
+Every task has the same shape (README, "How the engine is kept full"):
 
 1. **first pass** (`decode`, in a decode worker): one streaming pass over the
    file yields its regions (transcribe: speech chunks; caption: clips) as
