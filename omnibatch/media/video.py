@@ -21,7 +21,7 @@ import numpy as np
 from omnibatch.errors import MediaError, MissingDependencyError
 from omnibatch.media.ffmpeg import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_PROBE_TIMEOUT_S, ffmpeg_args, open_pipe
 from omnibatch.media.probe import StreamExtra, probe_detailed
-from omnibatch.records import StreamInfo
+from omnibatch.records import MediaInfo, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,19 @@ def sample_frames(
     end_s: float | None = None,
     timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
     backend: Backend = "auto",
+    probed: tuple[MediaInfo, dict[int, StreamExtra]] | None = None,
 ) -> Frames:
     """Sample up to `max_frames` frames at `fps` (lowered when the span is long) from [start_s, end_s).
 
     Frames are resized so width * height <= max_pixels, keeping the displayed aspect ratio
     (rotation applied), with both sides multiples of 32. Memory holds only the sampled
     frames. Raises MediaError for unreadable files and files without a video stream.
+    `probed`: what `probe_detailed(path)` said, for callers sampling many spans of one file
+    (the file is then not probed again for each).
     """
     if fps <= 0 or max_frames < 1:
         raise ValueError(f"fps must be > 0 and max_frames >= 1, got fps={fps}, max_frames={max_frames}")
-    info, extras = probe_detailed(path, timeout_s=min(DEFAULT_PROBE_TIMEOUT_S, timeout_s or math.inf))
+    info, extras = probed or probe_detailed(path, timeout_s=min(DEFAULT_PROBE_TIMEOUT_S, timeout_s or math.inf))
     name = info.path.name
     if not info.video_streams:
         raise MediaError(f"{name}: no video stream (an audio file, or only cover art)")

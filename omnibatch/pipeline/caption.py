@@ -100,11 +100,16 @@ class CaptionTask(NoSpeech):
             raise MediaError(f"{item.path.name}: the file reports no duration: there is nothing to caption")
         clips = stream_clips(item.path, info.duration_s, ClipOptions(clip_s=self.config.clip_seconds),
                              vad=vad and info.has_audio, with_audio=wanted.audio, item_id=item.id)
+        probed = None
+        if wanted.video:  # the video stream's own length and size, once for all the clips
+            from omnibatch.media.probe import probe_detailed
+
+            probed = probe_detailed(item.path)
         for clip, audio in clips:
             chunk = clip if clip_type is Chunk else clip_type(clip.item_id, clip.index, clip.start_s, clip.end_s)
-            yield RegionRequest(chunk, self.clip_request(item, chunk, wanted, audio))
+            yield RegionRequest(chunk, self.clip_request(item, chunk, wanted, audio, probed))
 
-    def clip_request(self, item: MediaItem, chunk: Chunk, wanted: Inputs, audio) -> Request:
+    def clip_request(self, item: MediaItem, chunk: Chunk, wanted: Inputs, audio, probed=None) -> Request:
         from omnibatch.media import sample_frames
         from omnibatch.prompts import caption_prompt
 
@@ -113,8 +118,8 @@ class CaptionTask(NoSpeech):
             frames = unless_past_end(
                 lambda: sample_frames(item.path, fps=self.config.fps, max_frames=self.config.max_frames,
                                       max_pixels=self.config.max_pixels, start_s=chunk.start_s,
-                                      end_s=chunk.end_s, backend=self.frame_backend),
-                item, chunk, "video")
+                                      end_s=chunk.end_s, backend=self.frame_backend, probed=probed),
+                item, chunk, "video", probed)
         if audio is not None and audio.size == 0:
             audio = None  # the clip starts after the sound has ended
         if frames is None and audio is None:
@@ -234,23 +239,24 @@ def _groups(count: int) -> list[range]:
 # -- media edges ----------------------------------------------------------------------------
 
 
-def unless_past_end(decode: Callable[[], T], item: MediaItem, chunk: Chunk, stream: str) -> T | None:
+def unless_past_end(decode: Callable[[], T], item: MediaItem, chunk: Chunk, stream: str,
+                    probed=None) -> T | None:
     """decode(), or None when the clip starts after that stream has ended (a picture that stops
     before the sound, or the reverse); any other failure is the file's error."""
     try:
         return decode()
     except MediaError:
-        end = stream_end(item, stream)
+        end = stream_end(item, stream, probed)
         if end is not None and chunk.start_s >= end - _END_SLACK_S:
             return None
         raise
 
 
-def stream_end(item: MediaItem, stream: str) -> float | None:
+def stream_end(item: MediaItem, stream: str, probed=None) -> float | None:
     """Where the first video (or audio) stream of the file ends, when the container says."""
     from omnibatch.media.probe import probe_detailed
 
-    info, extras = probe_detailed(item.path)
+    info, extras = probed or probe_detailed(item.path)
     streams = info.video_streams if stream == "video" else info.audio_streams
     if not streams:
         return None
