@@ -28,6 +28,19 @@ def answer_for(request: Request) -> str:
     return f"summary {digest} of {len((request.prompt or '').split())} words."
 
 
+def step_until_empty(engine) -> dict[str, Generation]:
+    """Step a real or fake engine until nothing is in flight, checking the count as it falls;
+    return the generations by request id."""
+    got: dict[str, Generation] = {}
+    start = engine.in_flight
+    while engine.in_flight:
+        done = engine.step()
+        assert done, "a step with requests in flight runs a batch"
+        got.update((g.request_id, g) for g in done)
+        assert engine.in_flight == start - len(got)
+    return got
+
+
 @dataclass
 class Submitted:
     id: str

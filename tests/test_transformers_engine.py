@@ -9,7 +9,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tests._engine_media import make_video_frames, speak
 from omnibatch.engine import build_engine, resolve_engine_name
 from omnibatch.engine.base import Engine
 from omnibatch.engine.batching import BatchLimits, Waiting, choose_batch
@@ -22,6 +21,8 @@ from omnibatch.engine.transformers_engine import (
 from omnibatch.errors import InputError
 from omnibatch.models.tiny import MARKER_FILE, build_tiny_model
 from omnibatch.records import Request
+from tests._engine_media import make_video_frames, speak
+from tests.fake_engine import step_until_empty
 
 MAX_NEW = 12
 
@@ -199,12 +200,7 @@ def test_submit_and_step_give_what_generate_gives(engine, requests):
     assert engine.in_flight == len(requests) + 1
     first = engine.step()
     assert [(g.request_id, "no prompt" in g.error) for g in first] == [("nothing", True)]
-    got = {}
-    while engine.in_flight:
-        done = engine.step()
-        assert done, "a step with requests in flight runs a batch"
-        got.update((g.request_id, g) for g in done)
-        assert engine.in_flight == len(requests) - len(got)
+    got = step_until_empty(engine)
     assert got == expected
     assert engine.step() == []
 

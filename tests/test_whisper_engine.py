@@ -8,6 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 from _longform_media import PASSAGE, SAMPLE_RATE, blocks_of, have_espeak, lay_out, normalize_words, speak
+from fake_engine import step_until_empty
 
 from omnibatch.chunking import ChunkingOptions, plan_chunks, plan_fixed_chunks
 from omnibatch.errors import EngineError, MissingDependencyError
@@ -209,12 +210,7 @@ def test_submit_and_step_give_what_generate_gives(engine):
     assert engine.in_flight == 6
     first = engine.step()
     assert [(g.request_id, bool(g.error)) for g in first] == [("no-audio", True)]
-    got = {}
-    while engine.in_flight:
-        done = engine.step()
-        assert done, "a step with requests in flight runs a batch"
-        got.update((g.request_id, g) for g in done)
-        assert engine.in_flight == len(reqs) - len(got)
+    got = step_until_empty(engine)
     assert got == expected
     assert all(g.error is None and g.text and g.finish_reason == "stop" for g in got.values())
     assert engine.step() == []
