@@ -167,6 +167,10 @@ class FakeTask:
 
             os._exit(9)
         for k in range(int(info.duration_s)):
+            if item.extra.get("slow_s"):  # decoding that takes its time, like a long file
+                import time
+
+                time.sleep(float(item.extra["slow_s"]))
             if fail_at is not None and k == int(fail_at):
                 raise MediaError(f"{item.id}: corrupt at {k} s (fake)")
             seed = int(hashlib.sha256(f"{item.id}/{k}".encode()).hexdigest()[:8], 16)

@@ -138,3 +138,36 @@ def test_a_decode_worker_that_dies_fails_its_file_and_the_run_goes_on():
     assert sorted(by_id) == ["a", "b", "c", "crash"]
     assert by_id["crash"].status == "error" and "decode worker died" in by_id["crash"].error
     assert all(by_id[k].status == "ok" for k in "abc")
+
+
+RUN_AND_WAIT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_scheduler import items, run
+from fake_engine import FakeEngine, FakeTask
+run(FakeTask(rounds=()), items({{"id": "slow", "regions": 1000, "slow_s": 0.05}}), FakeEngine(), workers=1)
+"""
+
+
+def test_decode_workers_die_with_a_killed_main_process():
+    """SIGKILL of the main process (no cleanup can run) must not leave decode workers behind."""
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    tests = str(Path(__file__).resolve().parent)
+    main = subprocess.Popen([sys.executable, "-c", RUN_AND_WAIT.format(tests=tests)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := psutil.Process(main.pid).children()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "no decode worker started"
+        time.sleep(0.5)  # the worker is decoding (and sets its parent-death signal first thing)
+        main.kill()
+        main.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"decode workers outlived the main process: {[p.pid for p in alive]}"
+    finally:
+        if main.poll() is None:
+            main.kill()
