@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,13 @@ class PartWriter:
         self._seq += 1
 
 
+def parts_of_run(parts: Iterable[Path], fingerprint: str) -> Iterator[Path]:
+    """The parts written by a run with this fingerprint (only their footers are read)."""
+    for part in parts:
+        if (pq.read_schema(part).metadata or {}).get(FINGERPRINT_KEY, b"").decode() == fingerprint:
+            yield part
+
+
 @dataclass(frozen=True)
 class WrittenRow:
     id: str
@@ -90,10 +97,7 @@ def read_written(folder: Path, fingerprint: str) -> dict[str, WrittenRow]:
     when an id appears twice (a retried error), the later part wins.
     """
     found: dict[str, WrittenRow] = {}
-    for part in part_files(folder):
-        meta = pq.read_schema(part).metadata or {}
-        if meta.get(FINGERPRINT_KEY, b"").decode() != fingerprint:
-            continue
+    for part in parts_of_run(part_files(folder), fingerprint):
         table = pq.read_table(part, columns=["id", "status"])
         for rid, status in zip(table.column("id").to_pylist(), table.column("status").to_pylist()):
             found[rid] = WrittenRow(rid, status, part)

@@ -77,14 +77,12 @@ def write_errors(rundir: RunDir, config: RunConfig) -> int:
     """Rewrite the shard's errors JSONL from its Parquet rows; return how many failed items it lists."""
     import pyarrow.parquet as pq
 
-    from omnibatch.output.parquet import FINGERPRINT_KEY
+    from omnibatch.output.parquet import parts_of_run
 
     failed: dict[str, dict[str, Any]] = {}
-    for part in shard_parts(rundir.table_dir(config.task), config.shard_index):
-        table = pq.read_table(part, columns=["id", "path", "status", "error"])
-        if (table.schema.metadata or {}).get(FINGERPRINT_KEY, b"").decode() != config.fingerprint():
-            continue
-        for row in table.to_pylist():
+    parts = shard_parts(rundir.table_dir(config.task), config.shard_index)
+    for part in parts_of_run(parts, config.fingerprint()):
+        for row in pq.read_table(part, columns=["id", "path", "status", "error"]).to_pylist():
             failed.pop(row["id"], None)  # a later part supersedes an earlier row of the same id
             if row["status"] == "error":
                 failed[row["id"]] = {"id": row["id"], "path": row["path"], "error": row["error"]}

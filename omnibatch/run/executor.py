@@ -233,14 +233,11 @@ def read_staged(rundir: RunDir, config: RunConfig, task: Task, fingerprint: str,
     """Rows an earlier attempt finished up to their speech, for the items still pending."""
     import pyarrow.parquet as pq
 
-    from omnibatch.output.parquet import FINGERPRINT_KEY, part_files
+    from omnibatch.output.parquet import part_files, parts_of_run
 
     found: dict[str, FileRow] = {}
-    for part in part_files(stage_dir(rundir, config.task)):
-        table = pq.read_table(part)
-        if (table.schema.metadata or {}).get(FINGERPRINT_KEY, b"").decode() != fingerprint:
-            continue
-        for row in from_table(table, task.row_type):
+    for part in parts_of_run(part_files(stage_dir(rundir, config.task)), fingerprint):
+        for row in from_table(pq.read_table(part), task.row_type):
             if row.id in pending:
                 found[row.id] = row
     return found

@@ -124,12 +124,10 @@ def _alive(pid: int) -> bool:
 def _count_rows(table_dir: Path, fingerprint: str, status: TaskStatus) -> None:
     import pyarrow.parquet as pq
 
-    from omnibatch.output.parquet import FINGERPRINT_KEY, part_files
+    from omnibatch.output.parquet import part_files, parts_of_run
 
     rows: dict[str, dict[str, Any]] = {}
-    for part in part_files(table_dir):
-        if (pq.read_schema(part).metadata or {}).get(FINGERPRINT_KEY, b"").decode() != fingerprint:
-            continue
+    for part in parts_of_run(part_files(table_dir), fingerprint):
         names = pq.read_schema(part).names
         wanted = ["id", "path", "status", "error", "duration_s"] + (["error_stage"] if "error_stage" in names else [])
         for row in pq.read_table(part, columns=wanted).to_pylist():
