@@ -18,7 +18,7 @@ from typing import Any, Literal, Union
 
 TaskName = Literal["transcribe", "caption", "summarize"]
 TASKS: tuple[TaskName, ...] = ("transcribe", "caption", "summarize")
-SUBTITLE_FORMATS = ("srt", "vtt", "txt")
+SUBTITLE_FORMATS = ("srt", "vtt", "txt", "json")
 ALL_FORMATS = ("parquet", *SUBTITLE_FORMATS)
 
 # `RunConfig.workers`: sized to the node once the engine is known (`RunConfig.resolved_workers`).
@@ -35,6 +35,7 @@ class TranscribeOptions:
     chunk_seconds: float
     vad: bool
     max_new_tokens: int
+    word_timestamps: bool  # words with times (DIR/words/)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ TASK_OPTIONS: dict[str, type[TaskOptions]] = {
 }
 
 
+DEFAULT_MAX_DURATION_S = 6 * 3600.0
+
+
 @dataclass
 class RunConfig:
     task: TaskName
@@ -85,6 +89,7 @@ class RunConfig:
     resume: bool = True
     retry_errors: bool = False
     max_new_tokens: int = 256
+    word_timestamps: bool = True  # transcribe: words with times (whisper's own; the aligner's for Qwen)
     chunk_seconds: float = 30.0
     vad: bool = True
     # Task options: each task reads its own (TASK_OPTIONS), the others ignore them.
@@ -103,11 +108,17 @@ class RunConfig:
     # workers: decode processes; 0 decodes in the main process; AUTO_WORKERS (None) sizes them to the node.
     workers: int | None = 1
     rows_per_part: int = 1000
+    # Media longer than this (probed) is refused before it is decoded: an error row, not hours of CPU.
+    max_duration_s: float = DEFAULT_MAX_DURATION_S
+    # Subtitle cues (output only): at most this many lines of at most this many characters.
+    max_line_width: int = 42
+    max_line_count: int = 2
 
     # What never changes a row's content.
     _NOT_FINGERPRINTED = frozenset(
         {"inputs", "out", "shard_index", "num_shards", "resume", "retry_errors", "workers",
-         "rows_per_part", "formats", "speech_timeout_s"}
+         "rows_per_part", "formats", "speech_timeout_s", "max_line_width",
+         "max_line_count", "max_duration_s"}
     )
     # What changes every task's rows; the rest of the fingerprint is the task's own options record.
     _COMMON_FINGERPRINTED = ("task", "model", "engine", "engine_options")

@@ -36,3 +36,10 @@ def describe_error(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     first = text[0] if text else ""
     return f"{type(error).__name__}: {first}"[:500]
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether `error` is the disk (or quota) being full: the run must stop, not fail an item."""
+    import errno
+
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -16,48 +16,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from omnibatch.errors import InputError
+from omnibatch.languages import LANGUAGES
+from omnibatch.languages import language_name as _table_name
 from omnibatch.models.resolve import Variant
 from omnibatch.records import Request
 
-# Speech input languages of Qwen3-Omni, plus common others; code -> English name.
-LANGUAGE_NAMES: dict[str, str] = {
-    "en": "English",
-    "zh": "Chinese",
-    "yue": "Cantonese",
-    "ko": "Korean",
-    "ja": "Japanese",
-    "de": "German",
-    "ru": "Russian",
-    "it": "Italian",
-    "fr": "French",
-    "es": "Spanish",
-    "pt": "Portuguese",
-    "ms": "Malay",
-    "nl": "Dutch",
-    "id": "Indonesian",
-    "tr": "Turkish",
-    "vi": "Vietnamese",
-    "ar": "Arabic",
-    "ur": "Urdu",
-    "hi": "Hindi",
-    "th": "Thai",
-    "pl": "Polish",
-    "uk": "Ukrainian",
-    "cs": "Czech",
-    "sv": "Swedish",
-    "da": "Danish",
-    "fi": "Finnish",
-    "no": "Norwegian",
-    "el": "Greek",
-    "he": "Hebrew",
-    "fa": "Persian",
-    "ro": "Romanian",
-    "hu": "Hungarian",
-    "bn": "Bengali",
-    "ta": "Tamil",
-    "tl": "Filipino",
-    "sw": "Swahili",
-}
+# The one language table (omnibatch.languages): code -> English name.
+LANGUAGE_NAMES = LANGUAGES
 
 ASR_PROMPT = "Transcribe the audio into text."
 ASR_PROMPT_WITH_LANGUAGE = "Transcribe the {language} audio into text."
@@ -105,20 +70,9 @@ SUMMARY_SOURCES = {
 
 
 def language_name(language: str) -> str:
-    """English name for a language code ("en", "en-US", "zh_CN") or a name ("english")."""
-    raw = language.strip()
-    code = raw.replace("_", "-").split("-")[0].lower()
-    if code in LANGUAGE_NAMES:
-        return LANGUAGE_NAMES[code]
-    by_name = {name.lower(): name for name in LANGUAGE_NAMES.values()}
-    if raw.lower() in by_name:
-        return by_name[raw.lower()]
-    if len(raw) > 3 and raw.replace(" ", "").isalpha():
-        return raw[0].upper() + raw[1:]  # a language name we do not list: use it as written
-    raise InputError(
-        f"unknown language {language!r}: use an ISO 639-1 code ({', '.join(sorted(LANGUAGE_NAMES))}) "
-        "or an English language name"
-    )
+    """English name for a language code ("en", "en-US", "zh_CN") or a name ("english");
+    InputError naming the accepted codes for anything else (omnibatch.languages)."""
+    return _table_name(language)
 
 
 def asr_prompt(language: str | None) -> str:

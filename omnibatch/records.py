@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from omnibatch.text_safety import display_path
+
 MediaKind = Literal["audio", "video"]
 
 
@@ -27,6 +29,14 @@ class MediaItem:
     language: str | None = None
     duration_s: float | None = None  # from the manifest, when it says; probing fills it otherwise
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, carried to the output
+
+    @property
+    def display_path(self) -> str:
+        """`path` as valid UTF-8 (undecodable bytes as `\\xNN`): what tables and messages hold.
+
+        `path` itself stays the real name, for opening the file.
+        """
+        return display_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -110,20 +120,41 @@ class Request:
     video: np.ndarray | None = None
     video_fps: float | None = None
     system: str | None = None
-    language: str | None = None  # a hint for recognizers that take one (whisper)
+    language: str | None = None  # a code of omnibatch.languages: a hint for recognizers (whisper)
     max_new_tokens: int = 256
+    word_times: bool = False  # give words with times (whisper: its own; Qwen engines: the aligner's)
     item_id: str = ""
     step: str = ""
     index: int = 0
 
 
 @dataclass
-class Segment:
-    """Time-stamped text in the file's timeline."""
+class Word:
+    """One word with its times: relative to the request's audio in a Generation, in the file's
+    timeline once stitched. `text` is the word as written (punctuation attached);
+    `probability` is the engine's or aligner's confidence in it, None where it gives none."""
 
     start_s: float
     end_s: float
     text: str
+    probability: float | None = None
+
+
+@dataclass
+class Segment:
+    """Time-stamped text in the file's timeline (request-relative inside a Generation).
+
+    `words` are the segment's words with times, where the engine or an aligner gives them;
+    `avg_logprob` is the mean log-probability per token of the decode that wrote it and
+    `no_speech_prob` Whisper's probability that its audio holds no speech (None: not given).
+    """
+
+    start_s: float
+    end_s: float
+    text: str
+    words: list[Word] | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
 
 
 @dataclass
@@ -137,3 +168,14 @@ class Generation:
     prompt_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str | None = None  # "stop" (ended by itself) | "length" (hit its token limit)
+    reasoning: str | None = None  # a Thinking model's reasoning (before </think>), kept apart from `text`
+
+    @property
+    def truncated(self) -> bool:
+        """The generation stopped at its token limit, not by itself."""
+        return self.finish_reason == "length"
+    # The language of the speech (a code of omnibatch.languages) where the engine detected it,
+    # with its probability; None where it was given or is not known.
+    language: str | None = None
+    language_probability: float | None = None
+    avg_logprob: float | None = None  # mean log-probability of the generated tokens, where known

@@ -21,7 +21,7 @@ from typing import Any
 # Set by whoever starts several runs on one machine (e.g. `--parallel N`) to give each its share.
 CPUS_ENV = "OMNIBATCH_CPUS"
 # Without a `device` option, this engine runs where its own default puts it.
-_DEFAULT_DEVICE = {"transformers": "auto", "whisper": "cpu"}
+_DEFAULT_DEVICE = {"transformers": "auto", "whisper": "auto"}
 
 
 MAX_AUTO_WORKERS = 32
@@ -43,7 +43,7 @@ def usable_cpus(environ: Mapping[str, str] | None = None) -> int:
 def runs_on_cpu(engine_name: str) -> bool:
     """Whether `engine_name` (as `placed_engine_name` writes it) computes on the CPU."""
     name = engine_name.strip().lower()
-    return name.endswith("-cpu") or name == "whisper"  # bare whisper: its default, int8 on CPU
+    return name.endswith("-cpu") or name == "whisper"  # bare whisper: as if on the CPU (int8)
 
 
 def default_workers(engine_name: str, usable: int) -> int:
@@ -96,8 +96,10 @@ def _installed(distribution: str) -> bool:
 
 
 def _ctranslate2_sees_cuda() -> bool:
+    """Whether the whisper engine's "auto" device is the GPU: CTranslate2 sees one and can load the CUDA 12
+    libraries it needs there (omnibatch.engine.whisper_device)."""
     if importlib.util.find_spec("ctranslate2") is None:
         return False
-    import ctranslate2
+    from omnibatch.engine.whisper_device import cuda_status
 
-    return ctranslate2.get_cuda_device_count() > 0
+    return cuda_status().usable

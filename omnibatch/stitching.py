@@ -5,7 +5,14 @@ Pure functions. Chunks that overlap (forced cuts inside continuous speech, see
 aligning the last words of chunk k with the first words of chunk k+1 and
 keeping each word once. Engines without timestamps give one segment per chunk;
 engines with them (whisper) have their chunk-relative times shifted onto the
-file's timeline.
+file's timeline. Words with times (whisper's, or an aligner's for Qwen
+transcripts) ride along with their segments: shifted the same way, and a word
+the seam removes from the text is removed from the words too, so every word
+left is said once, at its time in the file.
+
+The file's language is voted from the chunks' detected languages (each counts
+with its duration), and the file's mean token log-probability is the
+token-weighted mean of its chunks'.
 """
 
 from __future__ import annotations
@@ -14,10 +21,10 @@ import math
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from omnibatch.chunking import TimeMap
-from omnibatch.records import Chunk, Generation, Segment
+from omnibatch.records import Chunk, Generation, Segment, Word
 
 # Scripts written without spaces between words: each character is a token, and
 # pieces are joined without a space next to them. (Hangul uses spaces: not here.)
@@ -72,6 +79,9 @@ class Stitched:
     text: str
     segments: list[Segment]
     errors: list[str] = field(default_factory=list)  # "chunk-id: message" for chunks that failed
+    language: str | None = None  # voted from the chunks' detected languages; None: none detected
+    language_probability: float | None = None
+    avg_logprob: float | None = None  # token-weighted mean of the chunks' mean log-probabilities
 
 
 @dataclass
@@ -126,15 +136,45 @@ def stitch(
         keep[k + 1][0] = max(keep[k + 1][0], cut_b)
         # Times in the shared stretch are split at its middle.
         seam = (a.end_s + b.start_s) / 2
-        pieces[k] = [Segment(min(s.start_s, seam), min(s.end_s, seam), s.text) for s in pieces[k]]
-        pieces[k + 1] = [Segment(max(s.start_s, seam), max(s.end_s, seam), s.text) for s in pieces[k + 1]]
+        pieces[k] = [_bounded(s, hi=seam) for s in pieces[k]]
+        pieces[k + 1] = [_bounded(s, lo=seam) for s in pieces[k + 1]]
 
     segments: list[Segment] = []
     for segs, toks, (first, last) in zip(pieces, tokens, keep):
         segments.extend(_trim(segs, toks, first, last))
     segments = [_clip(s, end_of_file) for s in segments]
     segments.sort(key=lambda s: (s.start_s, s.end_s))
-    return Stitched(text=join_texts([s.text for s in segments]), segments=segments, errors=errors)
+    language, probability = vote_language(chunks, generations)
+    return Stitched(text=join_texts([s.text for s in segments]), segments=segments, errors=errors,
+                    language=language, language_probability=probability,
+                    avg_logprob=mean_logprob(generations))
+
+
+def vote_language(chunks: Sequence[Chunk], generations: Sequence[Generation]) -> tuple[str | None, float | None]:
+    """The language most of the file's detected speech is in, and its duration-weighted mean probability.
+
+    Only chunks whose language was detected (a probability given) vote, each with its duration.
+    """
+    weight: dict[str, float] = {}
+    weighted_prob: dict[str, float] = {}
+    for chunk, gen in zip(chunks, generations):
+        if gen.error is not None or gen.language is None or gen.language_probability is None:
+            continue
+        w = max(chunk.duration_s, 1e-3)
+        weight[gen.language] = weight.get(gen.language, 0.0) + w
+        weighted_prob[gen.language] = weighted_prob.get(gen.language, 0.0) + w * gen.language_probability
+    if not weight:
+        return None, None
+    best = max(weight, key=lambda code: (weight[code], code))
+    return best, round(weighted_prob[best] / weight[best], 4)
+
+
+def mean_logprob(generations: Sequence[Generation]) -> float | None:
+    """Token-weighted mean of the generations' mean log-probabilities (None: none gives one)."""
+    known = [(g.avg_logprob, max(g.output_tokens, 1)) for g in generations
+             if g.error is None and g.avg_logprob is not None]
+    total = sum(n for _, n in known)
+    return round(sum(lp * n for lp, n in known) / total, 4) if total else None
 
 
 def _chunk_segments(chunk: Chunk, gen: Generation) -> list[Segment]:
@@ -149,10 +189,32 @@ def _chunk_segments(chunk: Chunk, gen: Generation) -> list[Segment]:
             text = " ".join(s.text.split())
             if text:
                 start = to_file(s.start_s)
-                out.append(Segment(start, max(to_file(s.end_s), start), text))
+                words = None
+                if s.words is not None:
+                    words = []
+                    for w in s.words:
+                        w_start = to_file(w.start_s)
+                        words.append(replace(w, start_s=w_start, end_s=max(to_file(w.end_s), w_start)))
+                out.append(Segment(start, max(to_file(s.end_s), start), text, words=words,
+                                   avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob))
         return out
     text = " ".join(gen.text.split())
-    return [Segment(chunk.start_s, chunk.end_s, text)] if text else []
+    return [Segment(chunk.start_s, chunk.end_s, text, avg_logprob=gen.avg_logprob)] if text else []
+
+
+def _bounded(seg: Segment, lo: float | None = None, hi: float | None = None) -> Segment:
+    """`seg` (and its words) with times kept at or after `lo` and at or before `hi`."""
+
+    def at(t: float) -> float:
+        if lo is not None:
+            t = max(t, lo)
+        if hi is not None:
+            t = min(t, hi)
+        return t
+
+    words = None if seg.words is None else [replace(w, start_s=at(w.start_s), end_s=at(w.end_s))
+                                             for w in seg.words]
+    return replace(seg, start_s=at(seg.start_s), end_s=at(seg.end_s), words=words)
 
 
 def _normalize(word: str) -> str:
@@ -233,21 +295,46 @@ def _window(n_tokens: int, overlap_s: float, chunk_s: float) -> int:
 
 
 def _trim(segments: list[Segment], tokens: list[_Token], first: int, last: int) -> list[Segment]:
-    """The segments with only tokens [first, last) kept; segments left empty are dropped."""
+    """The segments with only tokens [first, last) kept; segments left empty are dropped.
+
+    A segment's words go with its tokens: when it has one word per token (whisper's
+    words are the text's whitespace-separated runs) the kept tokens' words are kept;
+    otherwise the words kept are those at the same share of the segment.
+    """
     if first == 0 and last == len(tokens):
         return list(segments)
     spans: dict[int, tuple[int, int]] = {}
-    for tok in tokens[first:last]:
-        a, b = spans.get(tok.segment, (tok.start, tok.end))
-        spans[tok.segment] = (min(a, tok.start), max(b, tok.end))
-    return [
-        Segment(seg.start_s, seg.end_s, seg.text[spans[i][0] : spans[i][1]])
-        for i, seg in enumerate(segments)
-        if i in spans
-    ]
+    kept: dict[int, list[int]] = {}  # segment -> its kept token numbers, counted inside the segment
+    place: dict[int, int] = {}
+    for n, tok in enumerate(tokens):
+        local = place[tok.segment] = place.get(tok.segment, -1) + 1
+        if first <= n < last:
+            a, b = spans.get(tok.segment, (tok.start, tok.end))
+            spans[tok.segment] = (min(a, tok.start), max(b, tok.end))
+            kept.setdefault(tok.segment, []).append(local)
+    out = []
+    for i, seg in enumerate(segments):
+        if i not in spans:
+            continue
+        words = seg.words
+        if words:
+            count = place.get(i, -1) + 1
+            keep = set(kept[i])
+            words = [w for j, w in enumerate(words) if (j if len(words) == count else j * count // len(words))
+                     in keep]
+        out.append(replace(seg, text=seg.text[spans[i][0] : spans[i][1]], words=words))
+    return out
 
 
 def _clip(seg: Segment, end_of_file: float) -> Segment:
-    start = min(max(seg.start_s, 0.0), end_of_file)
-    end = min(max(seg.end_s, start), end_of_file)
-    return Segment(round(float(start), 3), round(float(end), 3), seg.text)
+    def at(t: float, floor: float = 0.0) -> float:
+        return round(float(min(max(t, floor), end_of_file)), 3)
+
+    start = at(seg.start_s)
+    words = None
+    if seg.words is not None:
+        words = []
+        for w in seg.words:
+            w_start = at(w.start_s)
+            words.append(Word(w_start, at(w.end_s, w_start), w.text, w.probability))
+    return replace(seg, start_s=start, end_s=at(seg.end_s, start), words=words)

@@ -233,15 +233,39 @@ def test_folder_scan_is_recursive_sorted_and_lists_what_it_passed_over(tmp_path:
     assert all(isinstance(s, Skipped) for s in inputs.skipped)
 
 
-def test_folder_scan_follows_symlinked_folders_once(tmp_path: Path) -> None:
-    touch(tmp_path / "real" / "a.wav")
+def test_folder_scan_follows_symlinked_folders_inside_it_once(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    root.mkdir()
-    (root / "link").symlink_to(tmp_path / "real")
+    touch(root / "real" / "a.wav")
+    (root / "link").symlink_to(root / "real")
     (root / "loop").symlink_to(root)
     inputs = read_inputs([root])
     assert [i.path for i in inputs.items] == [root / "link" / "a.wav"]
-    assert any("already scanned" in s.reason for s in inputs.skipped)
+    assert sum("already scanned" in s.reason for s in inputs.skipped) == 2  # loop, then real
+
+
+def test_folder_scan_does_not_follow_links_out_of_the_folder(tmp_path: Path) -> None:
+    touch(tmp_path / "elsewhere" / "far.wav")
+    root = tmp_path / "root"
+    touch(root / "near.wav")
+    (root / "out-dir").symlink_to(tmp_path / "elsewhere")
+    (root / "out-file.wav").symlink_to(tmp_path / "elsewhere" / "far.wav")
+    (root / "in-file.wav").symlink_to(root / "near.wav")
+    (root / "via").symlink_to(root / "chain")  # inside -> inside -> outside: judged by the final target
+    (root / "chain").symlink_to(tmp_path / "elsewhere")
+    inputs = read_inputs([root])
+    assert [i.path.name for i in inputs.items] == ["in-file.wav", "near.wav"]
+    reasons = {s.path.name: s.reason for s in inputs.skipped}
+    for name in ("out-dir", "out-file.wav", "via", "chain"):
+        assert "outside the folder scanned" in reasons[name], name
+        assert str(tmp_path / "elsewhere") in reasons[name]
+
+
+def test_a_folder_named_through_a_link_is_scanned_inside_its_target(tmp_path: Path) -> None:
+    touch(tmp_path / "data" / "a.wav")
+    (tmp_path / "data" / "sub").symlink_to(tmp_path / "data")  # a loop, inside the real folder
+    (tmp_path / "alias").symlink_to(tmp_path / "data")
+    inputs = read_inputs([tmp_path / "alias"])
+    assert [i.path for i in inputs.items] == [tmp_path / "alias" / "a.wav"]
 
 
 def test_custom_media_extensions(tmp_path: Path) -> None:

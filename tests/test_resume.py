@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 
+import pyarrow.parquet as pq
 import pytest
 
 from omnibatch.run.attempt import read_attempts
@@ -23,12 +24,12 @@ from tests._scaleout_media import (
     omnibatch_cmd,
     read_rows,
     row_count,
+    run_reference,
     run_shard_to_end,
     start_shard,
     tiny_config,
     wait_for,
     write_config,
-    run_reference,
 )
 
 pytestmark = pytest.mark.slow
@@ -130,3 +131,28 @@ def test_local_parallel_shards_write_what_one_process_writes(manifest, reference
     counts = [json.loads(rundir.stats_path("transcribe", label).read_text())["items"] for label in labels]
     assert sum(counts) == ITEMS + 1 and min(counts) >= 4  # balanced by duration, not all on one side
     assert run_local_parallel(tiny_config(manifest, out), 2) == 1  # nothing left to do; one item failed
+
+
+def test_sigkill_at_random_moments_then_rerun_writes_each_item_once(manifest, reference, tmp_path):
+    """Killed at several random moments (start-up, the folder lock, mid-commit, the engine), rerun
+    after each: the end state equals one uninterrupted run, every item once."""
+    import random
+    import time
+
+    seed = int(time.time())
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    config_file = write_config(tiny_config(manifest, out), tmp_path / "config.json")
+    moments = sorted(rng.uniform(0.5, 12.0) for _ in range(4))
+    for delay in moments:
+        proc = start_shard(config_file, log=tmp_path / "killed.log")
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        read_rows(out)  # never a duplicate, at any moment
+    again = run_shard_to_end(config_file)
+    assert again.returncode == 1, (seed, again.stderr)
+    assert read_rows(out) == reference, f"seed {seed}, kills at {moments}"
+    keys = [(r["id"], r["index"]) for part in sorted((out / "segments").glob("part-*.parquet"))
+            for r in pq.read_table(part, columns=["id", "index"]).to_pylist()]
+    assert len(keys) == len(set(keys)), f"seed {seed}: a segment written twice"

@@ -171,3 +171,17 @@ def test_decode_workers_die_with_a_killed_main_process():
     finally:
         if main.poll() is None:
             main.kill()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_failed_file_stops_being_decoded(workers):
+    """The engine refuses a long file's first region: the rest of that file is not decoded (its
+    worker moves on), and the next file is still done in full."""
+    files = items({"id": "long", "regions": 400, "slow_s": 0.01}, {"id": "next", "regions": 3})
+    engine = FakeEngine(batch_size=1, bound=1, reject=["long#00000"])
+    rows, scheduler, _ = run(FakeTask(rounds=()), files, engine, workers=workers)
+    by_id = {r.id: r for r in rows}
+    assert by_id["long"].error == "region 0.0-1.0 s: rejected by the fake engine"
+    assert by_id["next"].status == "ok"
+    decoded_long = scheduler.regions + scheduler.discarded - 3  # what was queued ahead, and thrown away
+    assert decoded_long < 100, f"{decoded_long} of the 400 regions decoded although the first failed"

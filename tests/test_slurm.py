@@ -158,7 +158,10 @@ def test_cancelled_requeued_and_timed_out_tasks_resume_to_each_item_once(slurm_c
                                                                          tmp_path):
     out = tmp_path / "out"
     config = tiny_config(manifest, out)  # small parts: progress lands in many small steps
-    started = submit_run(config, SlurmOptions(num_shards=3, cpus_per_task=1, time="20:00", max_parallel=2))
+    # A 60 s margin: a shard told its time is near must have requeued itself within half of it
+    # (signals.stop_deadline_s), however long its engine step in flight.
+    started = submit_run(config, SlurmOptions(num_shards=3, cpus_per_task=1, time="20:00", max_parallel=2,
+                                              signal_margin_s=60))
     job = started.array_job
     assert started.shards == [0, 1, 2] and job
 
@@ -174,7 +177,9 @@ def test_cancelled_requeued_and_timed_out_tasks_resume_to_each_item_once(slurm_c
     assert slurm_cluster.state(f"{job}_0") == "CANCELLED"
     slurm_cluster.run("scontrol", "requeue", f"{job}_0")
     requeue_now(slurm_cluster, f"{job}_0")
-    requeue_now(slurm_cluster, f"{job}_1", timeout=120)  # nobody but the shard itself requeued it
+    # Nobody but the shard itself requeued it, within its 30 s deadline of the signal (the rest is
+    # Slurm: the TERM a requeue sends, the job's clean-up).
+    requeue_now(slurm_cluster, f"{job}_1", timeout=120)
 
     wait_job(slurm_cluster, job)
     wait_job(slurm_cluster, started.summary_job, 120)

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from omnibatch.chunking import plan_fixed_chunks
-from omnibatch.records import Chunk, Generation, Segment
-from omnibatch.stitching import join_texts, split_words, stitch
+from omnibatch.records import Chunk, Generation, Segment, Word
+from omnibatch.stitching import join_texts, mean_logprob, split_words, stitch, vote_language
 
 
 def gen(text: str, segments: list[Segment] | None = None, error: str | None = None) -> Generation:
@@ -239,3 +239,96 @@ def test_engine_segments_at_an_overlapped_seam_lose_the_doubled_words():
     assert times == sorted(times)
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(times, times[1:]))
     assert all(s.text for s in out.segments)
+
+
+# --- words with times (whisper's, or the aligner's) ----------------------------------------------
+
+
+def timed_segment(start: float, text: str, step: float = 0.4, probability: float | None = 0.9) -> Segment:
+    """A segment whose words are evenly timed from `start` (chunk-relative)."""
+    ws = [Word(round(start + k * step, 3), round(start + k * step + step * 0.8, 3), w, probability)
+          for k, w in enumerate(text.split())]
+    return Segment(ws[0].start_s, ws[-1].end_s, text, words=ws)
+
+
+def test_words_move_with_their_segments_onto_the_file_timeline():
+    chunks = [Chunk("f", 0, 100.0, 110.0), Chunk("f", 1, 120.0, 130.0)]
+    out = stitch(chunks, [gen("one two", [timed_segment(1.0, "one two")]),
+                          gen("three", [timed_segment(9.9, "three")])])
+    words_out = [w for s in out.segments for w in s.words]
+    assert [(w.text, w.start_s, w.end_s) for w in words_out] == [
+        ("one", 101.0, 101.32), ("two", 101.4, 101.72), ("three", 129.9, 130.0)]  # clipped to its chunk
+    assert all(w.probability == 0.9 for w in words_out)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_words_said_twice_in_an_overlap_are_kept_once(seed):
+    """Fixed overlapping chunks of timed words, each chunk's words timed in its own audio: after
+    stitching, the words are the stitched text's words, each once, in time order, near its time."""
+    rng = random.Random(seed)
+    t, timed = 0.0, []
+    while t < 95.0:
+        length = rng.uniform(0.15, 0.5)
+        timed.append((t, t + length, f"w{len(timed)}"))
+        t += length + rng.uniform(0.02, 0.15)
+    chunks = plan_fixed_chunks(t, 20.0, 2.0, item_id="p")
+    gens = []
+    for c in chunks:
+        inside = [(a, b, w) for a, b, w in timed if b > c.start_s and a < c.end_s]
+        ws = [Word(max(a - c.start_s, 0.0), min(b, c.end_s) - c.start_s, w, 0.5) for a, b, w in inside]
+        text = " ".join(w for _, _, w in inside)
+        gens.append(gen(text, [Segment(ws[0].start_s, ws[-1].end_s, text, words=ws)]))
+    out = stitch(chunks, gens, duration_s=t)
+    kept = [w for s in out.segments for w in s.words]
+    assert [w.text for w in kept] == out.text.split() == [w for _, _, w in timed]
+    true_start = {w: a for a, _, w in timed}
+    assert all(abs(w.start_s - true_start[w.text]) < 1.5 for w in kept)  # the seam may clamp a word to it
+    starts = [w.start_s for w in kept]
+    assert starts == sorted(starts)
+
+
+def test_words_of_a_segment_trimmed_at_a_seam_go_with_its_text():
+    chunks = [Chunk("f", 0, 0.0, 30.0), Chunk("f", 1, 28.0, 58.0)]
+    left = [Segment(0.0, 20.0, words(50)), timed_segment(26.0, "the lazy dog jum")]
+    right = [timed_segment(0.2, "lazy dog jumps over"), Segment(3.0, 10.0, "the fence")]
+    out = stitch(chunks, [gen("", left), gen("", right)])
+    assert out.text == words(50) + " the lazy dog jumps over the fence"
+    kept = [w.text for s in out.segments for w in s.words or []]
+    assert kept == ["the", "lazy", "dog", "jumps", "over"]
+
+
+def test_words_that_do_not_match_the_text_s_count_are_kept_by_share():
+    # An aligner that split "well-known" in two: 4 words for 3 text tokens; the seam keeps the first 2
+    # tokens ("a well-known"), and the words at the same share of the segment.
+    chunks = [Chunk("f", 0, 0.0, 30.0), Chunk("f", 1, 28.0, 58.0)]
+    ws = [Word(27.0, 27.2, "a"), Word(27.3, 27.5, "well"), Word(27.5, 27.7, "-known"), Word(28.0, 29.0, "b")]
+    left = [Segment(0.0, 20.0, words(50)), Segment(27.0, 29.0, "a well-known b", words=ws)]
+    right = [Segment(0.5, 1.0, "well-known b c d e")]
+    out = stitch(chunks, [gen("", left), gen("", right)])
+    assert out.text == words(50) + " a well-known b c d e"
+    assert [w.text for s in out.segments for w in s.words or []] == ["a", "well", "-known"]
+
+
+def test_the_file_language_is_voted_by_speech_duration():
+    chunks = [Chunk("f", 0, 0.0, 20.0), Chunk("f", 1, 20.0, 25.0), Chunk("f", 2, 25.0, 30.0),
+              Chunk("f", 3, 30.0, 40.0)]
+    gens = [Generation("r", "a", language="de", language_probability=0.9),
+            Generation("r", "b", language="en", language_probability=0.6),
+            Generation("r", "c", language="en", language_probability=0.8),
+            Generation("r", "", error="boom", language="en", language_probability=1.0)]
+    out = stitch(chunks, gens)
+    assert (out.language, out.language_probability) == ("de", 0.9)
+    assert vote_language(chunks[1:3], gens[1:3]) == ("en", 0.7)
+    # Languages given rather than detected (no probability) do not vote.
+    assert vote_language(chunks[:1], [Generation("r", "a", language="en")]) == (None, None)
+
+
+def test_the_file_confidence_is_the_token_weighted_mean():
+    gens = [Generation("r", "a", output_tokens=30, avg_logprob=-0.2),
+            Generation("r", "b", output_tokens=10, avg_logprob=-1.0),
+            Generation("r", "c", output_tokens=5)]
+    assert mean_logprob(gens) == pytest.approx(-0.4)
+    assert mean_logprob([Generation("r", "c")]) is None
+    out = stitch([Chunk("f", k, 10.0 * k, 10.0 * k + 9) for k in range(3)], gens)
+    assert out.avg_logprob == pytest.approx(-0.4)
+    assert [s.avg_logprob for s in out.segments] == [-0.2, -1.0, None]  # segments without timestamps: the chunk's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -12,12 +13,14 @@ from omnibatch.output.subtitles import (
     MAX_LINE,
     format_timestamp,
     text_width,
+    to_cues,
+    to_json,
     to_srt,
     to_txt,
     to_vtt,
     write_subtitles,
 )
-from omnibatch.records import Segment
+from omnibatch.records import Segment, Word
 
 _TS = r"(\d{2,}):([0-5]\d):([0-5]\d)[,.](\d{3})"
 
@@ -205,10 +208,16 @@ def test_write_subtitles_rejects_unknown_format(tmp_path):
 
 @pytest.mark.parametrize(
     "item_id, expected",
-    [("ep-001", "ep-001"), ("Show_2024.S01E02", "Show_2024.S01E02")],
+    [("ep-001", "ep-001"), ("show_2024.s01e02", "show_2024.s01e02"), ("talk-1a2b3c4d", "talk-1a2b3c4d")],
 )
 def test_safe_filename_keeps_plain_ids(item_id, expected):
     assert safe_filename(item_id) == expected
+
+
+def test_safe_filename_gives_capitals_a_hash_so_case_blind_disks_keep_both():
+    # macOS and Windows disks take "Talk" and "talk" for one file; tests/test_names.py checks the rule.
+    assert safe_filename("talk") == "talk"
+    assert re.fullmatch(r"Show_2024\.S01E02-[0-9a-f]{16}", safe_filename("Show_2024.S01E02"))
 
 
 @pytest.mark.parametrize(
@@ -243,3 +252,79 @@ def test_safe_filename_odd_ids(item_id):
 def test_safe_filename_distinct_ids_stay_distinct():
     ids = ["a/b", "a?b", "a b", "a_b", "a:b", "日本", "中文", "", "_"]
     assert len({safe_filename(i) for i in ids}) == len(ids)
+
+
+# --- cues cut at word times ----------------------------------------------------------------------
+
+
+def timed(text: str, start: float = 0.0, step: float = 0.35, pause_after: dict[int, float] | None = None) -> Segment:
+    ws, t = [], start
+    for k, w in enumerate(text.split()):
+        ws.append(Word(round(t, 3), round(t + step * 0.8, 3), w, 0.9))
+        t += step + (pause_after or {}).get(k, 0.0)
+    return Segment(ws[0].start_s, ws[-1].end_s, text, words=ws)
+
+
+SPEECH = ("the history of the river valley begins long before the first farms appeared on its banks and "
+          "every spring the water rose over the low fields and left behind a layer of dark soil")
+
+
+@pytest.mark.parametrize("max_line, max_lines", [(42, 2), (20, 1), (30, 3), (12, 2)])
+def test_cues_hold_whole_words_timed_by_their_words(max_line, max_lines):
+    seg = timed(SPEECH)
+    cues = to_cues([seg], max_line, max_lines)
+    assert len(cues) > 1
+    said = iter(seg.words)
+    for cue in cues:
+        assert 1 <= len(cue.lines) <= max_lines
+        assert all(text_width(line) <= max_line for line in cue.lines)
+        cue_words = " ".join(cue.lines).split()
+        first = next(said)
+        for _ in cue_words[1:]:
+            last = next(said)
+        last = last if len(cue_words) > 1 else first
+        assert cue.start_s == first.start_s and cue.end_s == last.end_s  # cut at word times
+    assert " ".join(" ".join(c.lines) for c in cues) == SPEECH  # every word once, in order
+    assert next(said, None) is None
+
+
+def test_a_pause_between_words_starts_a_new_cue():
+    seg = timed("one two three four five six", pause_after={2: 1.5})
+    cues = to_cues([seg])
+    assert [" ".join(c.lines) for c in cues] == ["one two three", "four five six"]
+    assert cues[1].start_s == seg.words[3].start_s
+
+
+def test_srt_and_vtt_take_the_line_limits():
+    seg = timed(SPEECH)
+    cues = parse_srt(to_srt([seg], 16, 1))
+    assert all(len(lines) == 1 and len(lines[0]) <= 16 for _, _, lines in cues)
+    assert [c[:2] for c in parse_vtt(to_vtt([seg], 16, 1))] == [c[:2] for c in cues]
+    assert len(parse_srt(to_srt([seg], 60, 3))) < len(cues)
+
+
+def test_segments_without_words_still_share_their_time_out():
+    cues = to_cues([Segment(0.0, 10.0, SPEECH)], 20, 1)
+    assert cues[0].start_s == 0.0 and cues[-1].end_s == 10.0
+    assert all(len(c.lines) == 1 for c in cues)
+
+
+def test_line_limits_below_one_are_refused():
+    with pytest.raises(ValueError):
+        to_cues([timed("a b")], 0, 2)
+    with pytest.raises(ValueError):
+        to_cues([timed("a b")], 42, 0)
+
+
+def test_json_holds_segments_with_their_words(tmp_path):
+    segs = [timed("Hello there.", 0.5), Segment(3.0, 4.0, "No words here.", avg_logprob=-0.3, no_speech_prob=0.01)]
+    written = write_subtitles(tmp_path, "ep/1", segs, "Hello there. No words here.", ["json", "srt"], language="en")
+    doc = json.loads(written["json"].read_text(encoding="utf-8"))
+    assert doc["id"] == "ep/1" and doc["language"] == "en" and doc["text"] == "Hello there. No words here."
+    first, second = doc["segments"]
+    assert (first["start"], first["end"], first["text"]) == (0.5, segs[0].end_s, "Hello there.")
+    assert [(w["word"], w["start"], w["probability"]) for w in first["words"]] == [
+        ("Hello", 0.5, 0.9), ("there.", 0.85, 0.9)]
+    assert second["words"] is None and second["avg_logprob"] == -0.3 and second["no_speech_prob"] == 0.01
+    assert to_json("x", [], "") == json.dumps({"id": "x", "language": None, "text": "", "segments": []},
+                                              indent=1) + "\n"

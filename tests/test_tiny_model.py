@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -216,9 +217,35 @@ def test_resolve_missing_path_says_what_to_do(tmp_path):
             resolve_model(missing)
 
 
-def test_resolve_hub_id_passes_through(monkeypatch, tmp_path):
+@pytest.fixture()
+def fake_hub(monkeypatch):
+    """A hub on loopback that answers HEAD for config.json: 404 under missing/, 401 under gated/."""
+    import http.server
+    import threading
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 - the http.server name
+            code = 404 if self.path.startswith("/missing/") else 401 if self.path.startswith("/gated/") else 200
+            self.send_response(code)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    from omnibatch.models.resolve import check_hub_reachable
+
+    check_hub_reachable.cache_clear()
+    yield server
+    server.shutdown()
+    check_hub_reachable.cache_clear()
+
+
+def test_resolve_hub_id_passes_through(fake_hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: nothing known locally
     instruct = resolve_model("Qwen/Qwen3-Omni-30B-A3B-Instruct")
     assert instruct.source == instruct.label == "Qwen/Qwen3-Omni-30B-A3B-Instruct"
@@ -254,3 +281,31 @@ def test_variant_and_hub_id_helpers():
     assert looks_like_hub_id("Qwen/Qwen3-Omni-30B-A3B-Instruct")
     for not_an_id in ("/abs/path", "a/b/c", "../x", "name", "./a/b"):
         assert not looks_like_hub_id(not_an_id)
+
+
+def test_hub_ids_the_hub_refuses_say_why(fake_hub, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(InputError, match="has no such model"):
+        resolve_model("missing/Qwen3-Omni-30B-A3B-Instruct")
+    with pytest.raises(InputError, match="gated or private.*hf auth login"):
+        resolve_model("gated/Qwen3-Omni-30B-A3B-Instruct")
+
+
+def test_unreachable_hub_fails_at_once_with_the_download_command(monkeypatch, tmp_path):
+    """With HF_HUB_OFFLINE unset and no hub answering, the CLI exits 2 within seconds, naming the command
+    that downloads the model (huggingface_hub alone retries for ~25 s, an engine's loader for minutes)."""
+    from tests.mediagen import make_speech
+
+    speech = make_speech(tmp_path / "a.wav", "one two three")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "hub"))
+    omnibatch = str(Path(sys.executable).with_name("omnibatch"))
+    started = time.monotonic()
+    done = subprocess.run([omnibatch, "transcribe", str(speech), "--out", str(tmp_path / "out"), "--model",
+                           "Qwen/Qwen3-Omni-30B-A3B-Instruct", "--engine", "transformers"],
+                          capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    took = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert took < 10, f"took {took:.1f} s"
+    assert "cannot be reached" in done.stderr and "hf download Qwen/Qwen3-Omni-30B-A3B-Instruct --local-dir" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

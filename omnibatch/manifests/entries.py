@@ -14,13 +14,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from omnibatch.languages import find_language
 from omnibatch.records import MediaItem
+from omnibatch.text_safety import control_characters, has_surrogates
 
 PATH_KEYS = ("path", "audio_filepath", "file")  # "audio_filepath" is NeMo's name
 DURATION_KEYS = ("duration", "duration_s")
 KNOWN_KEYS = frozenset({"id", "language", *PATH_KEYS, *DURATION_KEYS})
 
 _SLUG_UNSAFE = re.compile(r"[^\w-]+")
+# Deeper values than this cannot be carried to the output: json.dumps and pyarrow recurse on them.
+MAX_NESTING = 64
+# Python will not turn a longer integer into text (sys.get_int_max_str_digits()); refuse it at input.
+MAX_INT_DIGITS = 4300
+_MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
+_POISON = re.compile("[\x00\ud800-\udfff]")  # a NUL or a lone surrogate: what no table stores as text
 
 
 class EntryError(Exception):
@@ -54,7 +62,11 @@ def derive_id(path: str | os.PathLike[str]) -> str:
     `path` should be absolute (as MediaItem.path is); the same string always gives the same id.
     """
     text = os.fspath(path)
-    digest = hashlib.sha1(os.fsencode(text)).hexdigest()[:8]
+    try:
+        raw = os.fsencode(text)  # a file name's own bytes, undecodable ones included
+    except UnicodeEncodeError:  # a surrogate no file name holds; manifests refuse those
+        raw = text.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha1(raw).hexdigest()[:8]
     stem = os.path.splitext(os.path.basename(text))[0]
     slug = _SLUG_UNSAFE.sub("-", stem.lower()).strip("-_")[:40].strip("-_")
     return f"{slug or 'item'}-{digest}"
@@ -66,9 +78,11 @@ def parse_entry(entry: Mapping[str, Any], *, base_dir: str | os.PathLike[str], s
     `base_dir` is the absolute folder relative paths are read from (the manifest's).
     """
     problems: list[str] = []
-    path = _read_path(entry, os.fspath(base_dir), problems)
-    item_id = _read_id(entry, problems)
-    language = _read_language(entry, problems)
+    poisoned = _refuse_poison(entry, problems)
+    path_poisoned = any(key in poisoned for key in PATH_KEYS)
+    path = None if path_poisoned else _read_path(entry, os.fspath(base_dir), problems)
+    item_id = None if "id" in poisoned else _read_id(entry, problems)
+    language = None if "language" in poisoned else _read_language(entry, problems)
     duration_s = _read_duration(entry, problems)
     if problems:
         raise EntryError(problems)
@@ -81,6 +95,73 @@ def parse_entry(entry: Mapping[str, Any], *, base_dir: str | os.PathLike[str], s
         duration_s=duration_s,
         extra={key: value for key, value in entry.items() if key not in KNOWN_KEYS},
     )
+
+
+def _refuse_poison(entry: Mapping[str, Any], problems: list[str]) -> set[str]:
+    """Report every key whose name or value cannot be stored as text; return those keys.
+
+    Lone surrogates (a JSON "\\udc80" escape), NUL characters, integers past Python's
+    4300-digit limit and values nested deeper than MAX_NESTING would each crash the run
+    later, in pyarrow or json.dumps, so they are refused here with their line.
+    """
+    poisoned: set[str] = set()
+    for key, value in entry.items():
+        name = key if isinstance(key, str) else str(key)
+        why = _bad_text(name)
+        if why is not None:
+            problems.append(f'the key "{_as_written(name)}" {why}')
+            poisoned.add(key)
+            continue
+        why = _bad_value(value)
+        if why is not None:
+            problems.append(f'"{name}" {why}')
+            poisoned.add(key)
+    return poisoned
+
+
+def _bad_text(text: str) -> str | None:
+    if _POISON.search(text) is None:
+        return None
+    if has_surrogates(text):
+        return (f"holds a lone surrogate ({_surrogates(text)}), which is not a character: write the "
+                "character itself (UTF-8), not a \\udcXX escape")
+    if "\0" in text:
+        return "contains a NUL character"
+    return None
+
+
+def _surrogates(text: str) -> str:
+    found = dict.fromkeys(_as_written(c) for c in text if 0xD800 <= ord(c) <= 0xDFFF)
+    return ", ".join(list(found)[:3])
+
+
+def _as_written(text: str) -> str:
+    """`text` with each lone surrogate as the JSON escape that made it (\\udc80)."""
+    return "".join(f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+def _bad_value(value: Any, depth: int = 0) -> str | None:
+    """Why `value` (any JSON or Parquet value) cannot be carried, or None.
+
+    Recursion is bounded: past MAX_NESTING levels a value is refused, not descended into.
+    """
+    kind = type(value)
+    if kind is str or isinstance(value, str):
+        return None if _POISON.search(value) is None else _bad_text(value)
+    if value is None or kind is float or kind is bool:
+        return None
+    if kind is int or isinstance(value, int):
+        too_long = value.bit_length() > _MAX_INT_BITS
+        return f"holds an integer of more than {MAX_INT_DIGITS} digits" if too_long else None
+    if isinstance(value, (dict, list, tuple)):
+        if depth >= MAX_NESTING:
+            return f"is nested more than {MAX_NESTING} levels deep"
+        inner = (x for pair in value.items() for x in pair) if isinstance(value, dict) else value
+        for part in inner:
+            why = _bad_value(part, depth + 1)
+            if why is not None:
+                return why
+    return None
 
 
 def _read_path(entry: Mapping[str, Any], base_dir: str, problems: list[str]) -> str | None:
@@ -116,6 +197,10 @@ def _read_id(entry: Mapping[str, Any], problems: list[str]) -> str | None:
     if not text.strip():
         problems.append('"id" is empty: give a name or leave the key out for a derived one')
         return None
+    if controls := control_characters(text):
+        problems.append(f'"id" contains control characters ({controls}); ids name output files, so use '
+                        "printable text")
+        return None
     return text
 
 
@@ -126,7 +211,16 @@ def _read_language(entry: Mapping[str, Any], problems: list[str]) -> str | None:
     if not isinstance(value, str):
         problems.append(f'"language" must be a string such as "en", not {_describe(value)}')
         return None
-    return value.strip() or None
+    if controls := control_characters(value):
+        problems.append(f'"language" contains control characters ({controls}); give a code such as "en"')
+        return None
+    if not value.strip():
+        return None
+    code = find_language(value)
+    if code is None:
+        problems.append(f'"language" {value.strip()!r} is not a language omnibatch knows: give a code such as '
+                        '"en" or an English name (README, "Languages", lists them)')
+    return code
 
 
 def _read_duration(entry: Mapping[str, Any], problems: list[str]) -> float | None:
@@ -161,5 +255,10 @@ def _as_seconds(value: Any) -> float | None:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS:
+        return f"an integer of more than {MAX_INT_DIGITS} digits"  # repr() itself would raise
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omnibatch.manifests.entries import PATH_KEYS
+from omnibatch.manifests.entries import MAX_INT_DIGITS, PATH_KEYS
 from omnibatch.manifests.problems import ManifestUnreadable
 
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -108,6 +108,11 @@ def _parse_json_line(text: str, where: str) -> Entry:
         return Entry(where, problem=f"malformed JSON: {exc.msg} (column {exc.colno})")
     except RecursionError:
         return Entry(where, problem="malformed JSON: nested too deeply")
+    except ValueError as exc:  # an integer past Python's digit limit (sys.get_int_max_str_digits)
+        if "digits" in str(exc):
+            return Entry(where, problem=f"a number with more than {MAX_INT_DIGITS} digits: write it as a "
+                                        "string")
+        return Entry(where, problem=f"malformed JSON: {exc}")
     if not isinstance(value, dict):
         return Entry(where, problem=f"expected a JSON object {{...}}, found {type(value).__name__}")
     return Entry(where, fields=value)
@@ -191,6 +196,26 @@ def _read_parquet(path: Path) -> Iterator[Entry]:
                 return
             except (OSError, pa.ArrowException) as exc:
                 raise ManifestUnreadable(f"cannot read it after row {number}: {exc}") from exc
-            for row in batch.to_pylist():
+            for row in _batch_rows(batch, pa):
                 number += 1
-                yield Entry(f" row {number}", fields=row)
+                if isinstance(row, str):
+                    yield Entry(f" row {number}", problem=row)
+                else:
+                    yield Entry(f" row {number}", fields=row)
+
+
+def _batch_rows(batch: Any, pa: Any) -> list[dict[str, Any] | str]:
+    """The batch's rows as dicts; a row whose values Python cannot hold (a date past year 9999,
+    bytes in a string column) as the text of its problem instead, so the rest still count."""
+    try:
+        return batch.to_pylist()
+    except (pa.ArrowException, ValueError, OverflowError, UnicodeDecodeError):
+        pass
+    rows: list[dict[str, Any] | str] = []
+    for index in range(batch.num_rows):
+        try:
+            rows.append(batch.slice(index, 1).to_pylist()[0])
+        except (pa.ArrowException, ValueError, OverflowError, UnicodeDecodeError) as exc:
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            rows.append(f"a value cannot be read: {type(exc).__name__}: {first_line}")
+    return rows

@@ -36,12 +36,17 @@ class _Found:
 
 
 def read_inputs(
-    inputs: Sequence[str | os.PathLike[str]], *, media_extensions: Iterable[str] | None = None
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    media_extensions: Iterable[str] | None = None,
+    exclude: Iterable[str | os.PathLike[str]] = (),
 ) -> Inputs:
     """Read manifests, folders and media paths, in order, into one list of items.
 
     `media_extensions` (default MEDIA_EXTENSIONS) decides what a folder scan or a
     directly named file counts as media; ".mp3" and "mp3" are both accepted.
+    `exclude` names folders a scan never enters: pass the run's --out, so a rerun
+    never takes its own outputs (summarize's WAVs) for inputs.
     Raises InputError listing every problem found in every input.
     """
     # One path given bare would otherwise be read letter by letter.
@@ -49,6 +54,7 @@ def read_inputs(
     if not inputs:
         raise InputError("no inputs: name a manifest (.jsonl, .csv, .parquet), a folder or media files")
     extensions = _normalize_extensions(media_extensions)
+    excluded = list(exclude)
     found: list[_Found] = []
     skipped: list[Skipped] = []
     problems: list[Problem] = []
@@ -60,7 +66,7 @@ def read_inputs(
             problems.append(Problem(name, "", f"named twice on the command line (first as {named[key]})"))
             continue
         named[key] = name
-        _read_one(name, extensions, found, skipped, problems)
+        _read_one(name, extensions, excluded, found, skipped, problems)
     _check_unique_ids(found, problems)
     if problems:
         raise InputError(format_problems(problems))
@@ -70,6 +76,7 @@ def read_inputs(
 def _read_one(
     name: str,
     extensions: frozenset[str],
+    exclude: list[str | os.PathLike[str]],
     found: list[_Found],
     skipped: list[Skipped],
     problems: list[Problem],
@@ -77,13 +84,13 @@ def _read_one(
     path = absolute_path(name)
     try:
         exists, is_dir = path.exists(), path.is_dir()
-    except OSError as exc:
-        problems.append(Problem(name, "", f"cannot access it: {exc.strerror or exc}"))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        problems.append(Problem(name, "", f"cannot access it: {getattr(exc, 'strerror', None) or exc}"))
         return
     if not exists:
         problems.append(Problem(name, "", "does not exist"))
     elif is_dir:
-        _read_folder(name, path, extensions, found, skipped, problems)
+        _read_folder(name, path, extensions, exclude, found, skipped, problems)
     elif manifest_format(path) is not None:
         _read_manifest(name, path, found, problems)
     elif path.suffix.lower() in extensions:
@@ -104,12 +111,16 @@ def _read_folder(
     name: str,
     folder: Path,
     extensions: frozenset[str],
+    exclude: list[str | os.PathLike[str]],
     found: list[_Found],
     skipped: list[Skipped],
     problems: list[Problem],
 ) -> None:
-    media, passed_over = scan_folder(folder, extensions)
+    media, passed_over = scan_folder(folder, extensions, exclude=exclude)
     skipped.extend(passed_over)
+    if len(passed_over) == 1 and passed_over[0].path == folder:  # the folder itself is not scanned
+        problems.append(Problem(name, "", f"not scanned: {passed_over[0].reason}"))
+        return
     if not media:
         problems.append(
             Problem(
@@ -153,7 +164,7 @@ def _check_unique_ids(found: list[_Found], problems: list[Problem]) -> None:
         if earlier is this:
             continue
         if earlier.item.path == this.item.path and not this.where:
-            message = f"{this.item.path} is named twice (first by {earlier.item.source})"
+            message = f"{this.item.display_path} is named twice (first by {earlier.item.source})"
         else:
             message = f'duplicate id "{this.item.id}" (first at {earlier.item.source})'
         problems.append(Problem(this.file, this.where, message))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from omnibatch.text_safety import printable
+
 # A user fixing a 100k-line manifest wants the list, but not 100k lines of it.
 MAX_SHOWN_PER_FILE = 20
 
@@ -15,7 +17,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}{self.where}: {self.message}"
+        # File names and messages quote the input: nothing in them may reach a terminal raw.
+        return printable(f"{self.file}{self.where}: {self.message}")
 
 
 class ManifestUnreadable(Exception):
@@ -38,6 +41,6 @@ def format_problems(problems: list[Problem]) -> str:
         found.sort(key=lambda p: int("".join(c for c in p.where if c.isdigit()) or 0))
         lines.extend(f"  {p}" for p in found[:MAX_SHOWN_PER_FILE])
         if len(found) > MAX_SHOWN_PER_FILE:
-            lines.append(f"  ... and {len(found) - MAX_SHOWN_PER_FILE} more in {file}")
+            lines.append(f"  ... and {len(found) - MAX_SHOWN_PER_FILE} more in {printable(file)}")
     lines.append("Fix these and run the command again.")
     return "\n".join(lines)

@@ -108,8 +108,14 @@ def ffmpeg_args(
         opts["ss"] = seconds(start_s)
     if duration_s is not None:
         opts["t"] = seconds(duration_s)
-    node = ffmpeg_python.input(input_url(path), **opts)[stream].output("pipe:", **output)
-    return node.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=FFMPEG)
+    # ffmpeg-python hashes its arguments as strict UTF-8, which a file name that is not UTF-8
+    # (held with surrogate escapes) fails; the real name goes in after, and reaches ffmpeg as its bytes.
+    node = ffmpeg_python.input(_URL_PLACEHOLDER, **opts)[stream].output("pipe:", **output)
+    args = node.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=FFMPEG)
+    return [input_url(path) if arg == _URL_PLACEHOLDER else arg for arg in args]
+
+
+_URL_PLACEHOLDER = "file:/omnibatch/the-input"
 
 
 def ffprobe_args(path: Path) -> list[str]:

@@ -9,4 +9,4 @@ TINY_NOTICE = (
 
 
 def uses_tiny_model(model: str | None, engine: str) -> bool:
-    return engine != "whisper" and (model is None or model == "tiny")
+    return engine != "whisper" and (model is None or model in ("tiny", "tiny-thinking"))

@@ -9,6 +9,13 @@ the weights says so.
 The build is deterministic (fixed seeds, fixed corpus): two builds give the same
 files byte for byte. It is written to a temporary folder and renamed into place,
 so concurrent processes never see a half-written model.
+
+A second variant, `--model tiny-thinking`, is the same Thinker as a Thinking
+checkpoint: text only (no Talker, `enable_audio_output` off, as upstream's
+Qwen3-Omni-30B-A3B-Thinking), a Thinking chat template, and `"variant":
+"thinking"` in its marker. Its random weights never write `</think>`, so every
+answer it is asked for never arrives: the runs that use it show what a
+reasoning cut at the token limit becomes (an error row saying so).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from omnibatch.models.tiny_processor import (
 )
 
 TINY_MODEL_NAME = "tiny-qwen3-omni-v1"
+TINY_THINKING_NAME = "tiny-qwen3-omni-thinking-v1"
+TINY_NAMES = {"instruct": TINY_MODEL_NAME, "thinking": TINY_THINKING_NAME}
 TINY_MODEL_VERSION = 1
 MARKER_FILE = "omnibatch.json"
 SEED = 20250922
@@ -58,6 +67,43 @@ CODEC_IDS = {
 }
 SPEAKERS = {"ethan": CODEBOOK_SIZE + 6, "chelsie": CODEBOOK_SIZE + 7, "aiden": CODEBOOK_SIZE + 8}
 
+# The Thinking variant's chat template, written for this project after the shape of Qwen's: earlier
+# assistant turns keep only their answer (their reasoning is dropped, as Qwen's template does), and
+# the generation prompt opens the assistant turn; the model writes <think> ... </think> itself.
+THINKING_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}"
+    "{%- if message['role'] == 'assistant' and '</think>' in message['content'] -%}"
+    "{{- message['content'].split('</think>')[-1].lstrip('\\n') -}}"
+    "{%- else -%}"
+    "{{- message['content'] -}}"
+    "{%- endif -%}"
+    "{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'audio' or 'audio' in part or 'audio_url' in part -%}"
+    "{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
+    "{%- elif part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'video' or 'video' in part or 'video_url' in part -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'text' -%}"
+    "{%- if message['role'] == 'assistant' and '</think>' in part['text'] -%}"
+    "{{- part['text'].split('</think>')[-1].lstrip('\\n') -}}"
+    "{%- else -%}"
+    "{{- part['text'] -}}"
+    "{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- endif -%}"
+)
+VARIANTS = ("instruct", "thinking")
+
 def default_cache_root() -> Path:
     env = os.environ.get("OMNIBATCH_CACHE")
     if env:
@@ -65,14 +111,20 @@ def default_cache_root() -> Path:
     return Path.home() / ".cache" / "omnibatch"
 
 
-def tiny_model_dir(cache_dir: Path | None = None) -> Path:
+def tiny_model_dir(cache_dir: Path | None = None, variant: str = "instruct") -> Path:
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    return root / TINY_MODEL_NAME
+    return root / TINY_NAMES[_check_variant(variant)]
 
 
-def is_tiny_model_dir(path: Path) -> bool:
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"the tiny model has no {variant!r} variant; it has: {', '.join(VARIANTS)}")
+    return variant
+
+
+def is_tiny_model_dir(path: Path, variant: str = "instruct") -> bool:
     """True when `path` holds a complete tiny model, as this version of the code builds it."""
-    return _is_complete(Path(path))
+    return _is_complete(Path(path), variant)
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
@@ -83,51 +135,52 @@ def read_marker(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
+def ensure_tiny_model(cache_dir: Path | None = None, variant: str = "instruct") -> Path:
     """Return the folder of the tiny model, building it first if it is not there.
 
-    The model lives in `<cache_dir>/tiny-qwen3-omni-v1`, where `cache_dir`
-    defaults to `$OMNIBATCH_CACHE` or `~/.cache/omnibatch`.
+    The model lives in `<cache_dir>/tiny-qwen3-omni-v1` (the Thinking variant in
+    `tiny-qwen3-omni-thinking-v1`), where `cache_dir` defaults to
+    `$OMNIBATCH_CACHE` or `~/.cache/omnibatch`.
     """
-    target = tiny_model_dir(cache_dir)
-    if _is_complete(target):
+    target = tiny_model_dir(cache_dir, variant)
+    if _is_complete(target, variant):
         return target
     with _BUILD_LOCK:
-        if not _is_complete(target):
-            _build_into_place(target)
+        if not _is_complete(target, variant):
+            _build_into_place(target, variant)
     return target
 
 
-def _build_into_place(target: Path) -> None:
+def _build_into_place(target: Path, variant: str = "instruct") -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not _is_complete(target):
+    if target.exists() and not _is_complete(target, variant):
         # Not one of ours (writers only ever rename complete copies into place): move it aside.
         _discard(target)
-    tmp = target.parent / f".{TINY_MODEL_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = target.parent / f".{TINY_NAMES[variant]}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        build_tiny_model(tmp)
+        build_tiny_model(tmp, variant)
         try:
             os.rename(tmp, target)
         except OSError:
             # Another process renamed its copy first; theirs is as good as ours.
-            if not _is_complete(target):
+            if not _is_complete(target, variant):
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _is_complete(path: Path) -> bool:
+def _is_complete(path: Path, variant: str = "instruct") -> bool:
     info = read_marker(path)
     return (
         info is not None
         and info.get("tiny") is True
         and info.get("version") == TINY_MODEL_VERSION
-        and info.get("recipe") == recipe_fingerprint()
+        and info.get("recipe") == recipe_fingerprint(variant)
     )
 
 
-def recipe_fingerprint() -> str:
+def recipe_fingerprint(variant: str = "instruct") -> str:
     """A hash of everything the build reads, so a cache built by older code is rebuilt.
 
     Pure Python (no torch, no transformers): checking a warm cache stays instant.
@@ -145,6 +198,9 @@ def recipe_fingerprint() -> str:
         "vision": VISION_PROCESSOR,
         "config": tiny_config_dict(placeholder_ids, placeholder_roles),
     }
+    if _check_variant(variant) == "thinking":  # the Instruct recipe stays as it was: its cache stays valid
+        recipe.update(variant=variant, template=THINKING_CHAT_TEMPLATE,
+                      config=tiny_config_dict(placeholder_ids, placeholder_roles, variant))
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -157,21 +213,24 @@ def _discard(path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def build_tiny_model(out_dir: Path) -> Path:
+def build_tiny_model(out_dir: Path, variant: str = "instruct") -> Path:
     """Write the tiny model, tokenizer and processor into `out_dir` (created)."""
     from omnibatch.models.hf_quiet import quiet_transformers
 
+    _check_variant(variant)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=False)
     with quiet_transformers():
-        _write_tiny_model(out_dir)
+        _write_tiny_model(out_dir, variant)
     return out_dir
 
 
-def _write_tiny_model(out_dir: Path) -> None:
+def _write_tiny_model(out_dir: Path, variant: str = "instruct") -> None:
     import torch
 
     tokenizer = build_tokenizer()
+    if variant == "thinking":
+        tokenizer.chat_template = THINKING_CHAT_TEMPLATE
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     roles = {role: single_token_id(tokenizer, role) for role in ("system", "user", "assistant")}
 
@@ -179,37 +238,44 @@ def _write_tiny_model(out_dir: Path) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = _build_model(ids, roles)
+        model = _build_model(ids, roles, variant)
     finally:
         torch.set_num_threads(threads)
 
     model.save_pretrained(out_dir, safe_serialization=True)
     processor = build_processor(tokenizer)
+    if variant == "thinking":
+        processor.chat_template = THINKING_CHAT_TEMPLATE
     processor.save_pretrained(out_dir)
+    note = ("tiny Qwen3-Omni with random weights, built locally by omnibatch: "
+            "its text and speech are meaningless; pass --model for real weights")
+    if variant == "thinking":
+        note = ("tiny Qwen3-Omni Thinking (text only) with random weights, built locally by omnibatch: it "
+                "never finishes its reasoning, so every answer is an error; pass --model for real weights")
     _write_json(
         out_dir / MARKER_FILE,
         {
             "tiny": True,
-            "name": TINY_MODEL_NAME,
+            "name": TINY_NAMES[variant],
             "version": TINY_MODEL_VERSION,
-            "recipe": recipe_fingerprint(),
-            "variant": "instruct",
-            "note": "tiny Qwen3-Omni with random weights, built locally by omnibatch: "
-            "its text and speech are meaningless; pass --model for real weights",
+            "recipe": recipe_fingerprint(variant),
+            "variant": variant,
+            "note": note,
             "eos_token": "<|im_end|>",
             "vision_size": TINY_VISION_SIZE,
         },
     )
 
 
-def _build_model(ids: dict[str, int], roles: dict[str, int]):
+def _build_model(ids: dict[str, int], roles: dict[str, int], variant: str = "instruct"):
     import torch
     from transformers import Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
 
-    config = Qwen3OmniMoeConfig(**tiny_config_dict(ids, roles))
+    config = Qwen3OmniMoeConfig(**tiny_config_dict(ids, roles, variant))
     torch.manual_seed(SEED)
     model = Qwen3OmniMoeForConditionalGeneration(config)
-    _init_talker_experts(model, std=config.talker_config.initializer_range)
+    if getattr(model, "has_talker", False):
+        _init_talker_experts(model, std=config.talker_config.initializer_range)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.do_sample = False
@@ -232,8 +298,11 @@ def _init_talker_experts(model, std: float) -> None:
                     param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
-def tiny_config_dict(ids: dict[str, int], roles: dict[str, int]) -> dict[str, Any]:
-    """The tiny Qwen3OmniMoeConfig as plain data (dimensions measured to work)."""
+def tiny_config_dict(ids: dict[str, int], roles: dict[str, int], variant: str = "instruct") -> dict[str, Any]:
+    """The tiny Qwen3OmniMoeConfig as plain data (dimensions measured to work).
+
+    The Thinking variant is text only, as upstream's: `enable_audio_output` off (no Talker or
+    Code2Wav weights are built or saved) and its name in `_name_or_path`."""
     # Attention heads are 32 wide: vLLM's CPU attention takes no narrower head (16 fails).
     # mrope_section sums to head_dim / 2, split like upstream's [24, 20, 20].
     rope = {
@@ -353,7 +422,7 @@ def tiny_config_dict(ids: dict[str, int], roles: dict[str, int]) -> dict[str, An
         "sliding_window": 72,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0},
     }
-    return {
+    config = {
         "architectures": ["Qwen3OmniMoeForConditionalGeneration"],
         "thinker_config": thinker,
         "talker_config": talker,
@@ -368,6 +437,9 @@ def tiny_config_dict(ids: dict[str, int], roles: dict[str, int]) -> dict[str, An
         "user_token_id": roles["user"],
         "assistant_token_id": roles["assistant"],
     }
+    if variant == "thinking":
+        config.update(enable_audio_output=False, _name_or_path=TINY_THINKING_NAME)
+    return config
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,13 +1,20 @@
-"""SRT, WebVTT and plain-text renderings of a transcript.
+"""SRT, WebVTT, plain-text and JSON renderings of a transcript.
 
-The renderers are pure. A segment too long for one cue (a chunk-level segment
-can hold 30 s of speech) is split into cues of at most two lines of at most 42
-characters (the common broadcast limit; CJK characters count double), with the
-segment's time shared out in proportion to the text in each cue.
+The renderers are pure. Cues hold at most `max_lines` lines (default two) of at
+most `max_line` characters (default 42, the common broadcast limit; CJK
+characters count double), as WhisperX's `--max_line_count`/`--max_line_width`.
+Where a segment's words have times, its cues are cut between words and each cue
+runs from its first word's start to its last word's end; a pause of
+`PAUSE_S` or more between two words also starts a new cue. A segment without
+word times is split the same way by its text, with the segment's time shared out
+in proportion to the text in each cue. The JSON file holds the segments with
+their words, times and confidences (whisper's JSON layout: `start`, `end`,
+`text`, `words` of `word`, `start`, `end`, `probability`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -15,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnibatch.output.names import safe_filename
-from omnibatch.records import Segment
-from omnibatch.stitching import word_spans
+from omnibatch.records import Segment, Word
+from omnibatch.stitching import join_texts, word_spans
 
 MAX_LINE = 42
 MAX_LINES = 2
-FORMATS = ("srt", "vtt", "txt")
+PAUSE_S = 1.0  # a silence this long between two words ends a cue
+FORMATS = ("srt", "vtt", "txt", "json")
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,14 @@ def text_width(text: str) -> int:
 
 def to_cues(segments: Sequence[Segment], max_line: int = MAX_LINE, max_lines: int = MAX_LINES) -> list[Cue]:
     """Cues for `segments` (in order), each at most `max_lines` lines of at most `max_line` wide."""
+    if max_line < 1 or max_lines < 1:
+        raise ValueError(f"cues need a line width and a line count of at least 1, got {max_line} and {max_lines}")
     cues: list[Cue] = []
     for seg in segments:
+        timed = [w for w in seg.words or [] if w.text.strip()]
+        if timed:
+            cues.extend(_word_cues(timed, max_line, max_lines))
+            continue
         text = " ".join(seg.text.split())
         words = _Words(text, max_line)
         if not words.spans:
@@ -73,17 +87,43 @@ def to_cues(segments: Sequence[Segment], max_line: int = MAX_LINE, max_lines: in
     return cues
 
 
-def to_srt(segments: Sequence[Segment]) -> str:
+def _word_cues(words: Sequence[Word], max_line: int, max_lines: int) -> list[Cue]:
+    """Cues of whole words, each timed by its words: a cue ends when its next word would need one
+    line too many, or after a pause of PAUSE_S or more."""
+    cues: list[Cue] = []
+    group: list[Word] = []
+
+    def close() -> None:
+        layout = _Words(join_texts([w.text for w in group]), max_line)
+        lines = _balance(layout, 0, len(layout.spans), max_line)
+        start = group[0].start_s
+        cues.append(Cue(start, max(group[-1].end_s, start), tuple(lines)))
+
+    for word in words:
+        if group:
+            paused = word.start_s - group[-1].end_s >= PAUSE_S
+            text = join_texts([w.text for w in [*group, word]])
+            wide = _Words(text, max_line)
+            if paused or len(_wrap(wide, 0, len(wide.spans), max_line)) > max_lines:
+                close()
+                group = []
+        group.append(word)
+    if group:
+        close()
+    return cues
+
+
+def to_srt(segments: Sequence[Segment], max_line: int = MAX_LINE, max_lines: int = MAX_LINES) -> str:
     blocks = []
-    for n, cue in enumerate(to_cues(segments), start=1):
+    for n, cue in enumerate(to_cues(segments, max_line, max_lines), start=1):
         timing = f"{format_timestamp(cue.start_s)} --> {format_timestamp(cue.end_s)}"
         blocks.append(f"{n}\n{timing}\n" + "\n".join(cue.lines) + "\n")
     return "\n".join(blocks)
 
 
-def to_vtt(segments: Sequence[Segment]) -> str:
+def to_vtt(segments: Sequence[Segment], max_line: int = MAX_LINE, max_lines: int = MAX_LINES) -> str:
     blocks = ["WEBVTT\n"]
-    for cue in to_cues(segments):
+    for cue in to_cues(segments, max_line, max_lines):
         timing = f"{format_timestamp(cue.start_s, '.')} --> {format_timestamp(cue.end_s, '.')}"
         blocks.append(f"{timing}\n" + "\n".join(_escape_vtt(line) for line in cue.lines) + "\n")
     return "\n".join(blocks)
@@ -94,12 +134,41 @@ def to_txt(text: str) -> str:
     return text + "\n" if text else ""
 
 
+def to_json(item_id: str, segments: Sequence[Segment], text: str, language: str | None = None) -> str:
+    """The transcript as JSON: the file's text and language, and its segments with their words."""
+    doc = {
+        "id": item_id,
+        "language": language,
+        "text": " ".join(text.split()),
+        "segments": [
+            {
+                "index": i,
+                "start": seg.start_s,
+                "end": seg.end_s,
+                "text": seg.text,
+                "avg_logprob": seg.avg_logprob,
+                "no_speech_prob": seg.no_speech_prob,
+                "words": None if seg.words is None else [
+                    {"word": w.text, "start": w.start_s, "end": w.end_s, "probability": w.probability}
+                    for w in seg.words
+                ],
+            }
+            for i, seg in enumerate(segments)
+        ],
+    }
+    return json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
+
+
 def write_subtitles(
     out_dir: Path,
     item_id: str,
     segments: Sequence[Segment],
     text: str,
     formats: Iterable[str] = FORMATS,
+    *,
+    max_line: int = MAX_LINE,
+    max_lines: int = MAX_LINES,
+    language: str | None = None,
 ) -> dict[str, Path]:
     """Write `<out_dir>/<safe id>.<fmt>` for each format, each to a temporary name first, then renamed.
 
@@ -110,9 +179,10 @@ def write_subtitles(
     if unknown:
         raise ValueError(f"unknown subtitle format(s) {unknown}; choose from {', '.join(FORMATS)}")
     renderers = {
-        "srt": lambda: to_srt(segments),
-        "vtt": lambda: to_vtt(segments),
+        "srt": lambda: to_srt(segments, max_line, max_lines),
+        "vtt": lambda: to_vtt(segments, max_line, max_lines),
         "txt": lambda: to_txt(text),
+        "json": lambda: to_json(item_id, segments, text, language),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

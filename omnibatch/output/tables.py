@@ -13,6 +13,8 @@ from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
+from omnibatch.text_safety import display_text
+
 # Columns every file row has, whatever the task.
 FILE_COLUMNS: list[pa.Field] = [
     pa.field("id", pa.string(), nullable=False),
@@ -26,6 +28,8 @@ FILE_COLUMNS: list[pa.Field] = [
     pa.field("language", pa.string()),
     pa.field("kind", pa.string()),  # "audio" | "video"
     pa.field("extra", pa.string()),  # the manifest's unknown keys, as a JSON object
+    pa.field("truncated", pa.int32()),  # the file's generations cut at their token limit (0: none)
+    pa.field("reasoning", pa.string()),  # a Thinking model's reasoning, apart from the answer (else null)
 ]
 
 R = TypeVar("R", bound="FileRow")
@@ -46,6 +50,8 @@ class FileRow:
     language: str | None = None
     kind: str | None = None
     extra: str | None = None
+    truncated: int | None = None
+    reasoning: str | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(FILE_COLUMNS)
 
@@ -56,16 +62,28 @@ class FileRow:
         return cls(**common, **columns)
 
     def fail(self, stage: str, error: str) -> None:
-        self.status, self.error, self.error_stage = "error", error, stage
+        # Messages quote file names, which may hold undecodable bytes: the table takes UTF-8 only.
+        self.status, self.error, self.error_stage = "error", display_text(error), stage
 
 
 @dataclass(kw_only=True)
 class TranscribeRow(FileRow):
+    """`language` is the one given, else the one detected (with `language_probability`);
+    `avg_logprob` is the file's mean token log-probability (null where the engine gives none)."""
+
     text: str | None = None
     num_chunks: int | None = None
+    language_probability: float | None = None
+    avg_logprob: float | None = None
+    # How many segment and word rows the file has beside it: a rerun checks them and redoes the
+    # file if a part that held them is gone.
+    num_segments: int | None = None
+    num_words: int | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
-        FILE_COLUMNS + [pa.field("text", pa.string()), pa.field("num_chunks", pa.int32())]
+        FILE_COLUMNS + [pa.field("text", pa.string()), pa.field("num_chunks", pa.int32()),
+                        pa.field("language_probability", pa.float64()), pa.field("avg_logprob", pa.float64()),
+                        pa.field("num_segments", pa.int32()), pa.field("num_words", pa.int32())]
     )
 
 
@@ -120,6 +138,8 @@ class SegmentRow:
     start_s: float
     end_s: float
     text: str | None
+    avg_logprob: float | None = None  # of the decode that wrote it (whisper: its chunk's)
+    no_speech_prob: float | None = None  # whisper's; null for other engines
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -128,6 +148,34 @@ class SegmentRow:
             pa.field("start_s", pa.float64(), nullable=False),
             pa.field("end_s", pa.float64(), nullable=False),
             pa.field("text", pa.string()),
+            pa.field("avg_logprob", pa.float64()),
+            pa.field("no_speech_prob", pa.float64()),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class WordRow:
+    """One word with its times in the file's timeline; joins file rows on `id` and segment rows on
+    (`id`, `segment` = the segment's `index`). `index` counts the file's words from 0."""
+
+    id: str
+    segment: int
+    index: int
+    start_s: float
+    end_s: float
+    word: str
+    probability: float | None = None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("segment", pa.int32(), nullable=False),
+            pa.field("index", pa.int32(), nullable=False),
+            pa.field("start_s", pa.float64(), nullable=False),
+            pa.field("end_s", pa.float64(), nullable=False),
+            pa.field("word", pa.string(), nullable=False),
+            pa.field("probability", pa.float64()),
         ]
     )
 
@@ -138,6 +186,7 @@ ROW_TYPES: dict[str, type[FileRow]] = {
     "summarize": SummarizeRow,
 }
 SEGMENT_SCHEMA = SegmentRow.SCHEMA
+WORD_SCHEMA = WordRow.SCHEMA
 
 
 def file_schema(task: str) -> pa.Schema:

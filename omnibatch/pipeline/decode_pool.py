@@ -8,6 +8,10 @@ blocks instead of filling memory: what is held is the queue, not the file.
 
 `workers=0` runs the same events inline in the calling process, one event per
 `poll`, for tests and debugging.
+
+`cancel(seq)` stops the decoding of a file that has already failed (a region the
+engine refused, say): its worker ends the file's ffmpeg at the next region and
+moves on, so a failed file stops costing CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from omnibatch.errors import OmnibatchError
@@ -71,12 +75,19 @@ def probe_media(item: MediaItem) -> MediaInfo:
 Prober = Callable[[MediaItem], MediaInfo]
 
 
-def decode_events(task: Task, seq: int, item: MediaItem, prober: Prober = probe_media) -> Iterator[Event]:
-    """Every event of one file's first pass, in order; failures become a Failed event."""
+def decode_events(task: Task, seq: int, item: MediaItem, prober: Prober = probe_media,
+                  max_duration_s: float | None = None) -> Iterator[Event]:
+    """Every event of one file's first pass, in order; failures become a Failed event.
+
+    A file that probes longer than `max_duration_s` fails at once, before any decoding.
+    """
     try:
         info = prober(item)
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
         yield Failed(seq, "probe", describe(exc))
+        return
+    if max_duration_s and (info.duration_s or 0.0) > max_duration_s:
+        yield Failed(seq, "probe", too_long(info.duration_s, max_duration_s))
         return
     yield Probed(seq, info)
     count = 0
@@ -90,35 +101,83 @@ def decode_events(task: Task, seq: int, item: MediaItem, prober: Prober = probe_
     yield Ended(seq, count)
 
 
+def too_long(duration_s: float, limit_s: float) -> str:
+    return (f"the file says it lasts {duration_s / 3600:.1f} h, more than --max-duration "
+            f"{limit_s / 3600:g} h: not decoded. Raise --max-duration if it really is that long.")
+
+
 class InlineSource:
     """The decode pass in this process, one event per poll."""
 
-    def __init__(self, task: Task, items: Sequence[MediaItem], prober: Prober = probe_media) -> None:
-        self._events = (e for seq, item in enumerate(items) for e in decode_events(task, seq, item, prober))
-        self.exhausted = False
+    def __init__(self, task: Task, items: Sequence[MediaItem], prober: Prober = probe_media,
+                 max_duration_s: float | None = None) -> None:
+        self._task, self._items, self._prober = task, list(items), prober
+        self._max_duration_s = max_duration_s
+        self._seq = -1
+        self._events: Iterator[Event] = iter(())
+        self.exhausted = not self._items
 
     def poll(self, timeout_s: float = 0.0) -> Event | None:
-        if self.exhausted:
-            return None
-        event = next(self._events, None)
-        self.exhausted = event is None
-        return event
+        while not self.exhausted:
+            event = next(self._events, None)
+            if event is not None:
+                return event
+            self._seq += 1
+            if self._seq == len(self._items):
+                self.exhausted = True
+            else:
+                self._events = decode_events(self._task, self._seq, self._items[self._seq], self._prober,
+                                             self._max_duration_s)
+        return None
+
+    def cancel(self, seq: int) -> None:
+        if seq == self._seq:
+            self._events.close()  # its ffmpeg ends with the generator
+            self._events = iter([Ended(seq, -1)])
 
     def close(self) -> None:
-        self._events.close()
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
 
 
-def _worker_main(task: Task, items: Sequence[MediaItem], prober: Prober, jobs: Connection,
-                 events: Connection) -> None:
+@dataclass(frozen=True)
+class Cancel:
+    """Main -> worker: stop decoding file `seq` (it failed)."""
+
+    seq: int
+
+
+def _worker_main(task: Task, items: Sequence[MediaItem], prober: Prober, max_duration_s: float | None,
+                 jobs: Connection, events: Connection) -> None:
     for s in STOP_SIGNALS:  # the main process decides when everyone stops
         signal.signal(s, signal.SIG_IGN)
     _die_with_parent()
     try:
         while (seq := jobs.recv()) is not None:
-            for event in decode_events(task, seq, items[seq], prober):
+            if isinstance(seq, Cancel):
+                continue  # for a file already done
+            file_events = decode_events(task, seq, items[seq], prober, max_duration_s)
+            for event in file_events:
                 events.send(event)
+                if isinstance(event, Ended | Failed):
+                    break  # the next file's number may follow at once: it is read by recv() above
+                if jobs.poll() and _cancelled(jobs, seq):
+                    file_events.close()  # ends the file's ffmpeg
+                    events.send(Ended(seq, -1))
+                    break
     except (EOFError, BrokenPipeError):
         pass  # the main process has gone or closed the pool
+
+
+def _cancelled(jobs: Connection, seq: int) -> bool:
+    """Before a worker has sent a file's last event, the only messages that reach it are cancels
+    (the next file is sent once this one has ended); a cancel for an earlier file is stale."""
+    found = False
+    while jobs.poll():
+        message = jobs.recv()
+        found = found or (isinstance(message, Cancel) and message.seq == seq)
+    return found
 
 
 def _die_with_parent() -> None:
@@ -140,6 +199,7 @@ class _Worker:
     jobs: Connection  # main -> worker: file numbers, None to stop
     events: Connection  # worker -> main
     seq: int | None = None  # the file it is on
+    send_lock: threading.Lock = field(default_factory=threading.Lock)  # the reader and cancel() both send
 
 
 class ProcessSource:
@@ -152,9 +212,9 @@ class ProcessSource:
     """
 
     def __init__(self, task: Task, items: Sequence[MediaItem], workers: int, *, max_queued: int = 8,
-                 prober: Prober = probe_media) -> None:
+                 prober: Prober = probe_media, max_duration_s: float | None = None) -> None:
         self._ctx = multiprocessing.get_context("spawn")
-        self._task, self._prober = task, prober
+        self._task, self._prober, self._max_duration_s = task, prober, max_duration_s
         self._items = list(items)
         self._next = 0  # the next file to hand out
         self._queue: queue.Queue[Event] = queue.Queue(maxsize=max(2, max_queued))
@@ -172,7 +232,8 @@ class ProcessSource:
         job_recv, job_send = self._ctx.Pipe(duplex=False)
         event_recv, event_send = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(target=_worker_main, name="omnibatch-decode", daemon=True,
-                                 args=(self._task, self._items, self._prober, job_recv, event_send))
+                                 args=(self._task, self._items, self._prober, self._max_duration_s,
+                                       job_recv, event_send))
         proc.start()
         job_recv.close()
         event_send.close()
@@ -184,10 +245,19 @@ class ProcessSource:
         worker.seq = self._next if self._next < len(self._items) else None
         if worker.seq is not None:
             self._next += 1
+        self._send(worker, worker.seq)
+
+    def _send(self, worker: _Worker, message: int | Cancel | None) -> None:
         try:
-            worker.jobs.send(worker.seq)
+            with worker.send_lock:
+                worker.jobs.send(message)
         except (BrokenPipeError, OSError):
             pass  # it has died; the reader sees its pipe close
+
+    def cancel(self, seq: int) -> None:
+        for worker in list(self._workers):
+            if worker.seq == seq:
+                self._send(worker, Cancel(seq))
 
     def _pump(self) -> None:
         """The reader thread: events in, files handed out, dead workers replaced."""
@@ -257,8 +327,9 @@ class ProcessSource:
 
 
 def open_source(task: Task, items: Sequence[MediaItem], workers: int, *, max_queued: int = 8,
-                prober: Prober = probe_media) -> InlineSource | ProcessSource:
+                prober: Prober = probe_media, max_duration_s: float | None = None) -> InlineSource | ProcessSource:
     """Decode events for `items`: from `workers` processes, or inline when `workers` is 0."""
     if workers <= 0:
-        return InlineSource(task, items, prober)
-    return ProcessSource(task, items, workers, max_queued=max_queued, prober=prober)
+        return InlineSource(task, items, prober, max_duration_s)
+    return ProcessSource(task, items, workers, max_queued=max_queued, prober=prober,
+                         max_duration_s=max_duration_s)

@@ -32,6 +32,7 @@ class FeedStats:
     prompt_tokens: int = 0
     output_tokens: int = 0
     requests: int = 0
+    truncated: int = 0  # generations that stopped at their token limit (finish_reason "length")
 
     @property
     def mean_in_flight(self) -> float:
@@ -94,6 +95,7 @@ class EngineFeed:
         for g in done:
             self.stats.prompt_tokens += g.prompt_tokens
             self.stats.output_tokens += g.output_tokens
+            self.stats.truncated += g.truncated
         return done
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from omnibatch.errors import Interrupted
+from omnibatch.errors import Interrupted, disk_full
 from omnibatch.output.tables import FileRow
 from omnibatch.pipeline.decode_pool import (
     Decoded,
@@ -34,6 +34,7 @@ from omnibatch.pipeline.decode_pool import (
     probe_media,
 )
 from omnibatch.pipeline.feed import EngineFeed
+from omnibatch.pipeline.generation_notes import file_generations, note_generations
 from omnibatch.pipeline.tasks import FIRST_PASS, FileResult, FileWork, Task, round_step
 from omnibatch.records import Generation, MediaInfo, MediaItem, Request
 
@@ -60,8 +61,10 @@ class Scheduler:
 
     def __init__(self, task: Task, items: Sequence[MediaItem], feed: EngineFeed, base_row: BaseRow, *,
                  workers: int = 1, should_stop: Callable[[], bool] = lambda: False,
-                 awaiting_speech: Sequence[FileResult] = (), prober: Prober = probe_media) -> None:
+                 awaiting_speech: Sequence[FileResult] = (), prober: Prober = probe_media,
+                 max_duration_s: float | None = None) -> None:
         self.task, self.items, self.feed = task, list(items), feed
+        self.max_duration_s = max_duration_s
         self.base_row = base_row
         self.workers = workers
         self.should_stop = should_stop
@@ -73,13 +76,17 @@ class Scheduler:
         self.in_flight: dict[str, tuple[FileWork, Request]] = {}
         self.held_s = 0.0  # media seconds in `ready`
         self.regions = 0
+        self.discarded = 0  # regions decoded for a file that had already failed (cancel() keeps it small)
         self._out: deque[Finished] = deque()
+        self._source = None
+        self._seqs: dict[int, int] = {}  # id(FileWork) -> its file number, to cancel its decoding
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> Iterator[Finished]:
-        source = open_source(self.task, self.items, self.workers, max_queued=self._queue_size(),
-                             prober=self.prober)
+        source = self._source = open_source(self.task, self.items, self.workers,
+                                            max_queued=self._queue_size(), prober=self.prober,
+                                            max_duration_s=self.max_duration_s)
         try:
             while True:
                 self._check_stop()
@@ -147,10 +154,12 @@ class Scheduler:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Probed):
-            self.files[event.seq] = FileWork(self.items[event.seq], info=event.info)
+            file = self.files[event.seq] = FileWork(self.items[event.seq], info=event.info)
+            self._seqs[id(file)] = event.seq
         elif isinstance(event, Decoded):
             file = self.files[event.seq]
             if file.closed:
+                self.discarded += 1
                 return
             chunk, request = event.region.chunk, event.region.request
             request.item_id, request.step, request.index = file.item.id, FIRST_PASS, chunk.index
@@ -220,10 +229,13 @@ class Scheduler:
 
     def _finish(self, file: FileWork) -> None:
         file.closed = True
-        base = self.base_row(file.item, file.info)
+        self._seqs.pop(id(file), None)
+        base = note_generations(self.base_row(file.item, file.info), file_generations(file))
         try:
             result = self.task.finish(base, file.item, file.info, file.chunks, file.ordered(), file.rounds)
         except Exception as exc:  # noqa: BLE001
+            if disk_full(exc):
+                raise  # not this file's fault: the run stops, and the file is redone when there is room
             base.fail("finish", describe(exc))
             self._emit(FileResult(row=self.task.row_type.extend(base)))
             return
@@ -237,7 +249,10 @@ class Scheduler:
 
     def _close_failed(self, file: FileWork) -> None:
         file.closed = True
-        base = self.base_row(file.item, file.info)
+        seq = self._seqs.pop(id(file), None)
+        if seq is not None and not file.decoded_all and self._source is not None:
+            self._source.cancel(seq)  # the rest of its regions would be thrown away
+        base = note_generations(self.base_row(file.item, file.info), file_generations(file))
         base.fail(file.error_stage or "decode", file.error or "failed")
         self._emit(FileResult(row=self.task.row_type.extend(base)))
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from omnibatch.output.tables import FileRow, SegmentRow
+from omnibatch.output.tables import FileRow, SegmentRow, WordRow
 from omnibatch.records import Chunk, Generation, MediaInfo, MediaItem, Request
 
 FIRST_PASS = "regions"
@@ -36,10 +36,11 @@ def round_step(number: int) -> str:
 
 @dataclass
 class FileResult:
-    """One finished file: its typed row and the segments that belong to it."""
+    """One finished file: its typed row and the segments and words that belong to it."""
 
     row: FileRow
     segments: list[SegmentRow] = field(default_factory=list)
+    words: list[WordRow] = field(default_factory=list)  # DIR/words/, written with the segments
     error: str | None = None  # set: the row is an error row, failed in stage "finish" (or "speech")
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from omnibatch.config import RunConfig
-from omnibatch.errors import Interrupted
+from omnibatch.errors import Interrupted, OmnibatchError
 from omnibatch.run import signals
 from omnibatch.run.rundir import RunDir, write_text_atomic
 
@@ -33,6 +34,7 @@ log = logging.getLogger("omnibatch")
 _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
                "SLURM_JOB_PARTITION", "SLURMD_NODENAME")
 DEFAULT_SIGNAL_MARGIN_S = 300
+FILE_ONLY = {"console": False}  # `extra` of a log record the terminal's handler leaves out
 
 
 @dataclass
@@ -95,6 +97,7 @@ def write_errors(rundir: RunDir, config: RunConfig) -> int:
 @contextmanager
 def shard_attempt(config: RunConfig) -> Iterator[Attempt]:
     rundir = RunDir(config.out_dir)
+    rundir.check_writable()  # before the attempt record is the first thing written there
     task, label = config.task, config.shard_label
     history_path = rundir.attempts_path(task, label)
     history = read_attempts(history_path)
@@ -107,38 +110,69 @@ def shard_attempt(config: RunConfig) -> Iterator[Attempt]:
         write_text_atomic(history_path, json.dumps([asdict(a) for a in history], indent=1) + "\n")
 
     save()
-    with _shard_log(rundir.log_path(task, label)), signals.stop_on_signals() as stop:
+    ending = threading.Lock()  # the main thread or the stop deadline ends the attempt, not both
+    requeue_as: str | None = None
+
+    def end_attempt() -> None:
+        record.ended = time.time()
+        try:
+            write_errors(rundir, config)
+        except Exception as exc:  # noqa: BLE001 - a convenience file; the Parquet rows are the record
+            log.error("could not write %s: %s", rundir.errors_path(task, label), exc)
+        save()  # before a requeue: Slurm ends this process soon after
+        if requeue_as:
+            progressed = wrote_since(rundir.table_dir(task), config.shard_index, record.started)
+            _requeue(record, requeue_as, progressed=progressed)
+            save()
+        log.info("=== attempt %d %s after %.1f s", record.number, record.state, record.ended - record.started)
+
+    def past_deadline(stop: signals.StopRequest, deadline_s: float) -> None:
+        nonlocal requeue_as
+        if not ending.acquire(blocking=False):
+            return  # the main thread is already ending the attempt
+        record.state = "stopped"
+        record.detail = (f"{stop.name}: the engine step in flight did not end within {deadline_s:.0f} s of the "
+                         "signal; exited without it (rows committed before are kept, the rest are redone)")
+        log.warning(record.detail)
+        if stop.time_limit:
+            requeue_as = signals.slurm_job_id()
+        try:
+            end_attempt()
+        finally:
+            logging.shutdown()
+            os._exit(3)
+
+    def on_stop(stop: signals.StopRequest) -> None:
+        deadline_s = signals.stop_deadline_s(stop)
+        timer = threading.Timer(deadline_s, past_deadline, args=(stop, deadline_s))
+        timer.daemon = True
+        timer.start()
+
+    with _shard_log(rundir.log_path(task, label)), signals.stop_on_signals(on_stop=on_stop) as stop:
         slurm = " ".join(f"{k}={v}" for k, v in record.slurm.items())
         log.info("=== attempt %d of %s %s on %s pid %d%s", record.number, task, label, record.host,
                  record.pid, f" ({slurm})" if slurm else "")
         attempt = Attempt(config, record, stop)
-        requeue_as: str | None = None
         try:
             yield attempt
         except Interrupted as exc:
+            ending.acquire()
             record.state, record.detail = "stopped", f"{stop.name}: {exc}"
             if stop.time_limit:
                 requeue_as = signals.slurm_job_id()
             raise
         except BaseException as exc:
+            ending.acquire()
             record.state, record.detail = "failed", f"{type(exc).__name__}: {exc}"
-            log.error("attempt %d failed: %s", record.number, record.detail)
+            # For the log file: the terminal gets the CLI's own report of it (cli.options.setup_logging).
+            log.error("attempt %d failed: %s", record.number, record.detail, extra=FILE_ONLY,
+                      exc_info=None if isinstance(exc, OmnibatchError | KeyboardInterrupt | SystemExit) else exc)
             raise
         else:
+            ending.acquire()
             record.state = "done"
         finally:
-            record.ended = time.time()
-            try:
-                write_errors(rundir, config)
-            except Exception as exc:  # noqa: BLE001 - a convenience file; the Parquet rows are the record
-                log.error("could not write %s: %s", rundir.errors_path(task, label), exc)
-            save()  # before a requeue: Slurm ends this process soon after
-            if requeue_as:
-                progressed = wrote_since(rundir.table_dir(task), config.shard_index, record.started)
-                _requeue(record, requeue_as, progressed=progressed)
-                save()
-            log.info("=== attempt %d %s after %.1f s", record.number, record.state,
-                     record.ended - record.started)
+            end_attempt()
 
 
 def _requeue(record: AttemptRecord, job: str, *, progressed: bool) -> None:

@@ -3,8 +3,9 @@
 The pipeline (`omnibatch.pipeline.scheduler`) turns files into finished rows;
 this module owns everything that touches the run folder, as datatrove's
 executor does: it records the config, picks the items a rerun still owes,
-commits each finished file's rows (segments first, then the row, so a row is
-never on disk without its segments), keeps the text of summaries that still
+owns the shard while it runs (a lock), commits each finished file's rows
+(segments and words first, then the row, so a row is never on disk without
+them), checks on resume that what an ok row vouches for is still there, keeps the text of summaries that still
 await speech, counts what happened, and writes the shard's marker last.
 """
 
@@ -21,7 +22,7 @@ from omnibatch.config import RunConfig
 from omnibatch.engine.base import Engine
 from omnibatch.manifests import read_inputs
 from omnibatch.output.parquet import PartWriter, drop_rows, read_written, remove_shard_parts
-from omnibatch.output.tables import SEGMENT_SCHEMA, FileRow, from_table
+from omnibatch.output.tables import SEGMENT_SCHEMA, WORD_SCHEMA, FileRow, TranscribeRow, from_table
 from omnibatch.pipeline.feed import EngineFeed
 from omnibatch.pipeline.scheduler import Finished, Scheduler
 from omnibatch.pipeline.tasks import FileResult, Task
@@ -44,6 +45,7 @@ class ShardStats:
     skipped_done: int = 0
     failed_before: int = 0  # error rows from earlier attempts, kept because --retry-errors was not given
     resumed_speech: int = 0  # summaries kept by an earlier attempt that only needed speaking
+    redone: int = 0  # ok rows redone because outputs beside them (segments, subtitles, WAV) were gone
     ok: int = 0
     error: int = 0
     failed_by_stage: dict[str, int] = field(default_factory=dict)
@@ -57,6 +59,7 @@ class ShardStats:
     wall_s: float = 0.0
     prompt_tokens: int = 0
     output_tokens: int = 0
+    truncated: int = 0  # generations that stopped at their token limit
     skipped_inputs: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
 
@@ -80,6 +83,7 @@ class ShardStats:
         self.engine_busy_fraction, self.mean_in_flight, self.in_flight_bound = (
             s.busy_fraction, s.mean_in_flight, s.bound)
         self.prompt_tokens, self.output_tokens = s.prompt_tokens, s.output_tokens
+        self.truncated = s.truncated
 
 
 EngineFactory = Callable[[RunConfig], Engine]
@@ -115,25 +119,31 @@ def select_pending(items: list[MediaItem], config: RunConfig, written: dict) -> 
 
 
 class ShardOutput:
-    """The shard's writers. A file's segments are written before its row, and rows are committed
-    in parts every `COMMIT_EVERY_S` or `rows_per_part` rows, whichever comes first."""
+    """The shard's writers. Rows are committed in parts every `COMMIT_EVERY_S` or `rows_per_part`
+    rows, whichever comes first; a commit writes the files' segments and words first and their rows
+    last, so a row (the commit point of its file) is never on disk without what belongs to it."""
 
     def __init__(self, rundir: RunDir, config: RunConfig, task: Task, fingerprint: str) -> None:
-        common = {"shard_index": config.shard_index, "fingerprint": fingerprint}
-        self.rows = PartWriter(rundir.table_dir(config.task), task.row_type.SCHEMA, auto_flush=False,
+        common = {"shard_index": config.shard_index, "fingerprint": fingerprint, "auto_flush": False}
+        side_rows = max(config.rows_per_part * 50, 1)
+        self.rows = PartWriter(rundir.table_dir(config.task), task.row_type.SCHEMA,
                                rows_per_part=config.rows_per_part, **common)
-        self.segments = PartWriter(rundir.root / "segments", SEGMENT_SCHEMA,
-                                   rows_per_part=max(config.rows_per_part * 50, 1), **common)
-        self.staged = PartWriter(stage_dir(rundir, config.task), task.row_type.SCHEMA, auto_flush=False,
+        self.segments = PartWriter(rundir.root / "segments", SEGMENT_SCHEMA, rows_per_part=side_rows, **common)
+        self.words = PartWriter(rundir.root / "words", WORD_SCHEMA, rows_per_part=side_rows * 10, **common)
+        self.staged = PartWriter(rundir.stage_dir(config.task), task.row_type.SCHEMA,
                                  rows_per_part=config.rows_per_part, **common)
         self._oldest: float | None = None
 
     def add(self, finished: Finished) -> None:
+        result = finished.result
         if finished.staged:
-            self.staged.add([finished.result.row])
+            self.staged.add([result.row])
         else:
-            self.segments.add(finished.result.segments)
-            self.rows.add([finished.result.row])
+            if isinstance(result.row, TranscribeRow) and not result.row.error:
+                result.row.num_segments, result.row.num_words = len(result.segments), len(result.words)
+            self.segments.add(result.segments)
+            self.words.add(result.words)
+            self.rows.add([result.row])
         if self._oldest is None:
             self._oldest = time.monotonic()
         if (len(self.rows) + len(self.staged) >= self.rows.rows_per_part
@@ -142,73 +152,126 @@ class ShardOutput:
 
     def commit(self) -> None:
         self.segments.flush()
+        self.words.flush()
         self.staged.flush()
         self.rows.flush()
         self._oldest = None
 
 
-def stage_dir(rundir: RunDir, task: str):
-    """Rows whose text is done and whose speech is not: kept so a rerun only speaks them."""
-    return rundir.meta / "stage" / task
+@dataclass
+class ResumePlan:
+    """What this attempt does with the shard's items, from what earlier attempts wrote."""
+
+    items: list[MediaItem]
+    fresh: list[MediaItem]  # to run from the start
+    staged: dict[str, FileRow]  # text done, speech still owed (summarize)
+    skipped_done: int = 0
+    failed_before: int = 0
+    redone: dict[str, str] = field(default_factory=dict)  # ok rows redone because outputs beside them are gone
 
 
-def owned_folders(rundir: RunDir, config: RunConfig) -> list:
-    # Only transcribe writes segments; other tasks must never touch transcribe's.
-    folders = [rundir.table_dir(config.task), stage_dir(rundir, config.task)]
-    return folders + [rundir.root / "segments"] if config.task == "transcribe" else folders
+def plan_resume(rundir: RunDir, config: RunConfig, task: Task, items: list[MediaItem],
+                fingerprint: str) -> ResumePlan:
+    """Pick the items this attempt owes, and clear what earlier attempts left of them.
+
+    Runs under the folder lock: it rewrites parts that other shards may also read.
+    """
+    from omnibatch.run.verify import owed_outputs
+
+    folders = rundir.owned_folders(config.task)
+    ids = {it.id for it in items}
+    if not config.resume:  # --no-resume: every row of this shard's items goes, whoever wrote it
+        for folder in folders:
+            drop_rows(folder, ids)
+        return ResumePlan(items=items, fresh=list(items), staged={})
+    written = read_written(rundir.table_dir(config.task), fingerprint)
+    pending = select_pending(items, config, written)
+    pending_ids = {it.id for it in pending}
+    done_ok = {i for i in ids - pending_ids if written[i].status == "ok"}
+    owed = owed_outputs(rundir.root, config, fingerprint, done_ok)
+    staged = read_staged(rundir, config, task, fingerprint, pending_ids)
+    if owed.respeak:
+        staged.update(_spoken_rows_to_redo(rundir, config, task, fingerprint, owed.respeak))
+    redo_ids = owed.redo | owed.respeak
+    pending_ids |= redo_ids
+    for item_id in sorted(redo_ids):
+        log.warning("%s: redone, %s", item_id, owed.reasons[item_id])
+    # A redone item's earlier rows go, and so do segments and words of a commit that never wrote
+    # its row (a kill between the two writes).
+    redo = pending_ids - (set(staged) - owed.respeak)
+    if redo:
+        for folder in folders:
+            drop_rows(folder, redo)
+    plan = ResumePlan(items=items, fresh=[it for it in items if it.id in pending_ids and it.id not in staged],
+                      staged=staged, redone=owed.reasons)
+    plan.skipped_done = len(items) - len(pending_ids)
+    plan.failed_before = sum(1 for i in ids - pending_ids if written[i].status == "error")
+    return plan
+
+
+def _spoken_rows_to_redo(rundir: RunDir, config: RunConfig, task: Task, fingerprint: str,
+                         ids: set[str]) -> dict[str, FileRow]:
+    """Final summarize rows whose WAV is gone, back to awaiting their speech."""
+    from omnibatch.output.parquet import part_files, parts_of_run, read_part
+
+    found: dict[str, FileRow] = {}
+    for part in parts_of_run(part_files(rundir.table_dir(config.task)), fingerprint):
+        for row in from_table(read_part(part), task.row_type):
+            if row.id in ids:
+                row.audio_path = row.audio_duration_s = row.sample_rate = None
+                found[row.id] = row
+    return found
 
 
 def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engine_factory,
               progress: bool = True, should_stop: Callable[[], bool] = lambda: False) -> ShardStats:
     """Run one shard to the end, or until `should_stop()` says so.
 
-    Stopping commits every finished row and raises Interrupted without writing the
-    completion marker, so the next attempt resumes after the last written row.
+    The inputs are read (and a bad one refused) before anything is written to the folder; the
+    shard is then owned by this process alone (`locks.shard_lock`) until it returns. Stopping
+    commits every finished row and raises Interrupted without writing the completion marker, so
+    the next attempt resumes after the last written row.
     """
+    from omnibatch.run.locks import folder_lock, shard_lock
     from omnibatch.run.sharding import shard_items
 
     started = time.perf_counter()
     rundir = RunDir(config.out_dir)
-    rundir.prepare(config)
-    fingerprint = config.fingerprint()
-    stats = ShardStats(task=config.task, shard=config.shard_label, fingerprint=fingerprint)
-    task = build_task(config)
-
-    inputs = read_inputs(config.inputs)
-    stats.skipped_inputs = [f"{s.path}: {s.reason}" for s in inputs.skipped]
+    task = build_task(config)  # refuses options the task cannot use
+    inputs = read_inputs(config.inputs, exclude=[config.out_dir])
     items = shard_items(inputs.items, config)
-    written = read_written(rundir.table_dir(config.task), fingerprint) if config.resume else {}
-    pending = select_pending(items, config, written)
-    stats.items = len(items)
-    stats.skipped_done = len(items) - len(pending)
-    pending_ids = {it.id for it in pending}
-    stats.failed_before = sum(1 for it in items if it.id not in pending_ids and written[it.id].status == "error")
-    rundir.clear_marker(config.task, config.shard_label)
-    folders = owned_folders(rundir, config)
-    if not config.resume:
-        for folder in folders:
-            remove_shard_parts(folder, config.shard_index)
-        staged: dict[str, FileRow] = {}
-    else:
-        staged = read_staged(rundir, config, task, fingerprint, pending_ids)
-        # A redone item's earlier rows go, and so do segments left by a part that was never
-        # followed by its row (a kill between the two writes).
-        redo = pending_ids - set(staged)
-        if redo:
-            for folder in folders:
-                drop_rows(folder, redo)
-    stats.resumed_speech = len(staged)
+    rundir.check_writable()
+    with shard_lock(rundir.root, config.task, config.shard_index):
+        moved = rundir.prepare(config)
+        if moved:
+            log.warning("set aside %d parts of earlier settings in %s", moved, rundir.meta / "superseded")
+        fingerprint = config.fingerprint()
+        rundir.clear_marker(config.task, config.shard_label)
+        with folder_lock(rundir.root):
+            plan = plan_resume(rundir, config, task, items, fingerprint)
+        stats = ShardStats(task=config.task, shard=config.shard_label, fingerprint=fingerprint,
+                           items=len(items), skipped_done=plan.skipped_done, failed_before=plan.failed_before,
+                           resumed_speech=len(plan.staged), redone=len(plan.redone),
+                           skipped_inputs=[str(s) for s in inputs.skipped])
+        _run_items(config, task, plan, rundir, stats, engine_factory, progress, should_stop)
+        # Every staged row has now been spoken and written as a final row.
+        remove_shard_parts(rundir.stage_dir(config.task), config.shard_index)
+        stats.wall_s = time.perf_counter() - started
+        rundir.mark_complete(config.task, config.shard_label, stats.as_dict())
+    return stats
 
-    output = ShardOutput(rundir, config, task, fingerprint)
+
+def _run_items(config: RunConfig, task: Task, plan: ResumePlan, rundir: RunDir, stats: ShardStats,
+               engine_factory: EngineFactory, progress: bool, should_stop: Callable[[], bool]) -> None:
+    output = ShardOutput(rundir, config, task, stats.fingerprint)
     feed = EngineFeed(lambda: _built(engine_factory, config, stats))
-    fresh = [it for it in pending if it.id not in staged]
-    scheduler = Scheduler(task, fresh, feed, _base_row_maker(feed), workers=config.resolved_workers(),
-                          should_stop=should_stop,
-                          awaiting_speech=[FileResult(row=r) for r in staged.values()])
+    scheduler = Scheduler(task, plan.fresh, feed, _base_row_maker(feed), workers=config.resolved_workers(),
+                          should_stop=should_stop, max_duration_s=config.max_duration_s,
+                          awaiting_speech=[FileResult(row=r) for r in plan.staged.values()])
     from tqdm import tqdm
 
-    bar = tqdm(total=len(pending), desc=f"{config.task} {config.shard_label}", unit="file",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(plan.fresh) + len(plan.staged), desc=f"{config.task} {config.shard_label}",
+               unit="file", disable=not progress, dynamic_ncols=True)
     try:
         for finished in scheduler.run():
             output.add(finished)
@@ -221,23 +284,16 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
         feed.close()
         stats.regions = scheduler.regions
         stats.take_feed(feed)
-    # Every staged row has now been spoken and written as a final row.
-    remove_shard_parts(stage_dir(rundir, config.task), config.shard_index)
-    stats.wall_s = time.perf_counter() - started
-    rundir.mark_complete(config.task, config.shard_label, stats.as_dict())
-    return stats
 
 
 def read_staged(rundir: RunDir, config: RunConfig, task: Task, fingerprint: str,
                 pending: set[str]) -> dict[str, FileRow]:
     """Rows an earlier attempt finished up to their speech, for the items still pending."""
-    import pyarrow.parquet as pq
-
-    from omnibatch.output.parquet import part_files, parts_of_run
+    from omnibatch.output.parquet import part_files, parts_of_run, read_part
 
     found: dict[str, FileRow] = {}
-    for part in parts_of_run(part_files(stage_dir(rundir, config.task)), fingerprint):
-        for row in from_table(pq.read_table(part), task.row_type):
+    for part in parts_of_run(part_files(rundir.stage_dir(config.task)), fingerprint):
+        for row in from_table(read_part(part), task.row_type):
             if row.id in pending:
                 found[row.id] = row
     return found
@@ -254,7 +310,7 @@ def _base_row_maker(feed: EngineFeed) -> Callable[[MediaItem, MediaInfo | None],
         engine = feed.engine
         return FileRow(
             id=item.id,
-            path=str(item.path),
+            path=item.display_path,
             duration_s=info.duration_s if info else item.duration_s,
             model=engine.model if engine else None,
             engine=engine.name if engine else None,

@@ -2,13 +2,16 @@
 
 Each worker is `omnibatch run-shard DIR/_run/config-<task>.json --shard I/N`, the
 very command an array task runs, so a run started here can be finished on a
-cluster and the other way round. Worker I sees one GPU (CUDA_VISIBLE_DEVICES);
-its output goes to `_run/logs/<task>-<shard>.out`.
+cluster and the other way round. Worker I sees the GPUs its engine asks for
+(CUDA_VISIBLE_DEVICES): one, or `tensor_parallel_size` consecutive ones (vLLM
+`-E tensor_parallel_size=2` gives each worker two); its output goes to
+`_run/logs/<task>-<shard>.out`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,16 +20,68 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omnibatch.config import RunConfig
+from omnibatch.errors import InputError
 from omnibatch.run.rundir import RunDir
 from omnibatch.run.submit import absolute_config, omnibatch_command, unfinished_shards
 
 
-def worker_env(index: int, count: int, base: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """Worker `index` gets one GPU: the index-th of CUDA_VISIBLE_DEVICES when set, else GPU `index`;
-    and a fair share of the CPU cores for its math libraries, unless already chosen."""
+def gpus_per_worker(config: RunConfig) -> int:
+    """How many GPUs one worker's engine asks for: vLLM's tensor_parallel_size (from -E or its config
+    file), else one."""
+    options = dict(config.engine_options)
+    if options.get("config") and "tensor_parallel_size" not in options:
+        from omnibatch.engine.vllm_options import read_config_file
+
+        options = {**read_config_file(str(options["config"])), **options}
+    size = options.get("tensor_parallel_size", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InputError(f"tensor_parallel_size must be a positive integer, got {size!r}")
+    return size
+
+
+def visible_gpus(base: Mapping[str, str] = os.environ) -> list[str] | None:
+    """The GPUs this process may hand out: CUDA_VISIBLE_DEVICES when set, else those nvidia-smi lists;
+    None when neither says (no NVIDIA driver here)."""
+    if "CUDA_VISIBLE_DEVICES" in base:
+        return [d.strip() for d in base["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    count = sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+    return [str(i) for i in range(count)] if count else None
+
+
+def plan_gpus(count: int, per_worker: int, visible: list[str] | None) -> list[list[str]]:
+    """The GPUs of each of `count` workers, `per_worker` consecutive ones each (pure).
+
+    With one GPU a worker and more workers than GPUs, workers share them in turn (small models fit
+    several to a GPU); a worker that needs several must have its own, or the run is refused.
+    """
+    if visible is None:  # nothing says which GPUs exist: number them
+        return [[str(i * per_worker + j) for j in range(per_worker)] for i in range(count)]
+    if per_worker == 1:
+        return [[visible[i % len(visible)]] if visible else [] for i in range(count)]
+    if count * per_worker > len(visible):
+        shown = ",".join(visible) or "none"
+        raise InputError(
+            f"--parallel {count} with tensor_parallel_size={per_worker} needs {count * per_worker} GPUs, and "
+            f"{len(visible)} are visible (CUDA_VISIBLE_DEVICES={shown}): use --parallel "
+            f"{max(1, len(visible) // per_worker)} or a smaller tensor_parallel_size")
+    return [visible[i * per_worker:(i + 1) * per_worker] for i in range(count)]
+
+
+def worker_env(index: int, count: int, base: Mapping[str, str] = os.environ,
+               gpus: Sequence[str] | None = None) -> dict[str, str]:
+    """Worker `index`'s environment: its GPUs (`gpus`; by default one, as `plan_gpus` gives it) and a
+    fair share of the CPU cores for its math libraries, unless already chosen."""
     env = dict(base)
-    visible = [d for d in base.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    env["CUDA_VISIBLE_DEVICES"] = visible[index % len(visible)] if visible else str(index)
+    if gpus is None:
+        gpus = plan_gpus(count, 1, visible_gpus(base))[index]
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     from omnibatch.resources import usable_cpus
 
     share = str(max(1, usable_cpus() // count))
@@ -54,11 +109,13 @@ def run_local_parallel(config: RunConfig, count: int, *, omnibatch: Sequence[str
 
     config = absolute_config(config).with_shard(0, count)
     rundir = RunDir(config.out_dir)
-    items = read_inputs(config.inputs).items
+    rundir.check_writable()
+    items = read_inputs(config.inputs, exclude=[config.out_dir]).items
     rundir.prepare(config)
     if count > 1:
         item_durations(items, rundir.root)  # probed once here, not in every worker
     command = list(omnibatch or omnibatch_command())
+    plan = plan_gpus(count, gpus_per_worker(config), visible_gpus())
     procs: dict[int, subprocess.Popen] = {}
     outputs = []
     for i in unfinished_shards(rundir, config.task, count):
@@ -68,7 +125,7 @@ def run_local_parallel(config: RunConfig, count: int, *, omnibatch: Sequence[str
         outputs.append(out)
         procs[i] = subprocess.Popen(
             [*command, "run-shard", str(rundir.config_path(config.task)), "--shard", f"{i}/{count}"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=worker_env(i, count))
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=worker_env(i, count, gpus=plan[i]))
     if not procs:
         from omnibatch.run.status import read_status
 

@@ -7,6 +7,7 @@ import sys
 from omnibatch.config import RunConfig
 from omnibatch.models.notice import TINY_NOTICE, uses_tiny_model
 from omnibatch.run.executor import ShardStats, run_shard
+from omnibatch.text_safety import printable
 
 
 def summarize_stats(stats: ShardStats, out: str) -> str:
@@ -25,11 +26,12 @@ def summarize_stats(stats: ShardStats, out: str) -> str:
         lines.append(f"engine: busy {stats.engine_busy_fraction:.0%} of its time, {stats.mean_in_flight:.1f} "
                      f"requests in flight on average (bound {stats.in_flight_bound}), {stats.engine_calls} steps")
     for skipped in stats.skipped_inputs[:10]:
-        lines.append(f"skipped input: {skipped}")
+        lines.append(f"skipped input: {printable(skipped)}")
     if len(stats.skipped_inputs) > 10:
         lines.append(f"... and {len(stats.skipped_inputs) - 10} more skipped inputs")
     for failed in stats.failed[:20]:
-        lines.append(f"FAILED {failed['id']} ({failed['path']}) at {failed['stage']}: {failed['error']}")
+        lines.append(printable(f"FAILED {failed['id']} ({failed['path']}) at {failed['stage']}: "
+                               f"{failed['error']}"))
     if len(stats.failed) > 20:
         lines.append(f"... and {len(stats.failed) - 20} more failures (see the error column)")
     return "\n".join(lines)

