@@ -1,4 +1,4 @@
-"""Typed records that cross stage boundaries (see DESIGN.md, "Data flow").
+"""Typed records that cross stage boundaries (README, "How the engine is kept full").
 
 Three ideas are kept apart, as in lhotse: what media exists (`MediaItem`,
 `MediaInfo`), which region of it is processed (`Chunk`), and what the engine
@@ -17,6 +17,33 @@ import numpy as np
 from omnibatch.text_safety import display_path
 
 MediaKind = Literal["audio", "video"]
+# The `path` of an item with an origin until a decode worker stages it: nothing ffmpeg would read.
+UNSTAGED_PATH = Path("/dev/null")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the bytes of an item that is not a local file are: a remote object or a dataset cell.
+
+    Only the address travels (items are pickled to every decode worker); the bytes are
+    fetched by the worker that decodes the item (omnibatch/media/staging.py).
+    `kind` "remote": `location` is the URL (s3://, gs://, https://). `kind` "dataset": `location`
+    is the Arrow or Parquet file that holds the row, `row` its index in that file and `column`
+    the Audio/Video column (a {bytes, path} struct, or a string path).
+    `name` is a file name for the staged copy (it appears in error messages).
+    """
+
+    kind: Literal["remote", "dataset"]
+    location: str
+    name: str
+    row: int | None = None
+    column: str | None = None
+
+    @property
+    def display(self) -> str:
+        if self.kind == "remote":
+            return self.location
+        return f"{self.location}[{self.row}].{self.column}"
 
 
 @dataclass(frozen=True)
@@ -24,18 +51,22 @@ class MediaItem:
     """One input file, as named by a manifest line, a folder scan or the command line."""
 
     id: str
-    path: Path  # resolved, absolute
+    path: Path  # resolved, absolute; for an item with an `origin`, the staged copy once staged
     source: str  # where it was named, e.g. "manifest.jsonl:12", for error messages
     language: str | None = None
     duration_s: float | None = None  # from the manifest, when it says; probing fills it otherwise
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, carried to the output
+    origin: Origin | None = None  # set: not a local file (path is not opened until staged)
 
     @property
     def display_path(self) -> str:
         """`path` as valid UTF-8 (undecodable bytes as `\\xNN`): what tables and messages hold.
 
-        `path` itself stays the real name, for opening the file.
+        `path` itself stays the real name, for opening the file. An item with an origin shows
+        its URL or dataset cell.
         """
+        if self.origin is not None:
+            return display_path(self.origin.display)
         return display_path(self.path)
 
 

@@ -92,3 +92,19 @@ def control_characters(text: str) -> str:
     if _CONTROL.search(text) is None:
         return ""
     return ", ".join(printable(c) for c in dict.fromkeys(_CONTROL.findall(text)))
+
+
+_GENERATED_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def generated_text(text: str) -> str:
+    """A model's text as rows and subtitles hold it: no control bytes, line breaks kept.
+
+    A random-weight (or confused) model can emit byte tokens such as ESC or NUL; they
+    would reach Parquet cells, SRT cues and every terminal that prints them. A tab or
+    carriage return becomes a space; every other C0/C1 control character (DEL included)
+    is dropped.
+    """
+    if _GENERATED_CONTROL.search(text) is None and "\t" not in text:
+        return text
+    return _GENERATED_CONTROL.sub(lambda m: " " if m.group() == "\r" else "", text.replace("\t", " "))

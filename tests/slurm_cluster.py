@@ -1,4 +1,4 @@
-"""A real single-node Slurm cluster for the test session (see ../shared/notes/slurm-one-box.md).
+"""A real single-node Slurm cluster for the test session.
 
     from slurm_cluster import slurm_cluster  # noqa: F401  (a session fixture)
 

@@ -145,3 +145,60 @@ def test_bad_manifest_is_refused_with_its_line_number(tmp_path):
     assert result.returncode == 2
     assert "m.jsonl:2" in result.stderr
     assert not (tmp_path / "out" / "transcribe").exists()
+
+
+def test_version_prints_the_package_version():
+    from omnibatch import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"omnibatch {__version__}"
+
+
+def _commands() -> list[str]:
+    from typer.main import get_command
+
+    from omnibatch.cli import app
+
+    group = get_command(app)
+    return [name for name, command in group.commands.items() if not command.hidden]
+
+
+def test_every_help_shows_human_metavars():
+    import re
+
+    python_types = re.compile(r"<(str|int|float|path|bool|list\[[^\]]*\]|[a-z]+ range)>|\{[a-z_]+\}")
+    commands = _commands()
+    assert {"transcribe", "caption", "summarize", "submit", "status", "demo"} <= set(commands)
+    for name in ["", *commands]:
+        result = run_cli(*([name] if name else []), "--help")
+        assert result.returncode == 0, (name, result.stderr)
+        assert not python_types.search(result.stdout), (name, python_types.findall(result.stdout))
+    usage = run_cli("transcribe", "--help").stdout
+    assert "Usage: omnibatch transcribe [OPTIONS] [INPUT...]" in usage  # optional: --dataset names one too
+    assert "--out DIR" in usage and "--shard I/N" in usage and "-E, --engine-option KEY=VALUE" in usage
+
+
+def test_job_commands_list_only_the_engines_that_run_them(tmp_path):
+    assert "auto | vllm | transformers | whisper" in run_cli("transcribe", "--help").stdout
+    for task in ("caption", "summarize"):
+        text = run_cli(task, "--help").stdout
+        assert "auto | vllm | transformers." in text and "| whisper" not in text, task
+        out = tmp_path / task
+        result = run_cli(task, "examples/manifest.jsonl", "--out", str(out), "--engine", "whisper")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "whisper engine only transcribes" in result.stderr
+        assert not out.exists()  # refused before anything, so `status` never sees a failed shard
+
+
+def test_a_refused_option_is_one_line(tmp_path):
+    for args in (["transcribe", "x.wav", "--out", str(tmp_path), "--shard", "9"],
+                 ["transcribe", "--out", str(tmp_path)],
+                 ["caption", "x.wav", "--out", str(tmp_path), "--no-such-option"]):
+        result = run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+        assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
+    missing = run_cli("status")
+    assert missing.returncode == 2 and missing.stderr.splitlines() == [
+        "error: Missing argument 'DIR'. (see: omnibatch status --help)"]

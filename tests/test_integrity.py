@@ -392,3 +392,12 @@ def test_a_read_only_output_folder_is_refused_up_front_with_one_line(speech, sma
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("error:") == 1 and "cannot be written (Read-only file system)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_run_refused_for_its_inputs_is_not_a_failed_shard(tmp_path):
+    out = tmp_path / "out"
+    refused = cli("transcribe", str(tmp_path / "not-there.wav"), "--out", str(out), "--engine", "whisper")
+    assert refused.returncode == 2 and refused.stderr.count("error:") == 1, refused.stderr
+    assert not list(out.glob("_run/attempts/*.json"))
+    status = cli("status", str(out))
+    assert "failed" not in status.stdout, status.stdout

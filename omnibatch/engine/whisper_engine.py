@@ -60,6 +60,7 @@ class WhisperEngine(BatchingEngine):
         beam_size: int = 5,
         cpu_threads: int = 0,
         batch_size: int = 8,
+        timestamps: bool = False,
     ) -> None:
         whisper_model = _faster_whisper_model()
         if model is None:
@@ -76,6 +77,7 @@ class WhisperEngine(BatchingEngine):
         super().__init__(BatchLimits(max(1, batch_size)))
         self.model = str(path)
         self.beam_size = beam_size
+        self.timestamps = bool(timestamps)
         from omnibatch.engine.whisper_device import place_whisper
 
         # CUDA float16 where CTranslate2 can run there, else CPU int8 (whisper_device says why).
@@ -140,7 +142,7 @@ class WhisperEngine(BatchingEngine):
         audios = [np.asarray(r.audio, dtype=np.float32) for r in requests]
         decodes = self._decoder.decode(
             audios, [r.language for r in requests], word_times=[r.word_times for r in requests],
-            beam_size=self.beam_size, max_new_tokens=_max_new_tokens(requests[0]),
+            beam_size=self.beam_size, max_new_tokens=_max_new_tokens(requests[0]), timestamps=self.timestamps,
         )
         generations = []
         for req, decode in zip(requests, decodes):

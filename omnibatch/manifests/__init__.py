@@ -1,4 +1,4 @@
-"""The input stage: manifests, folders and media paths -> MediaItems (DESIGN.md, "Data flow").
+"""The input stage: manifests, folders and media paths -> MediaItems (README, "Inputs").
 
     inputs = read_inputs(["episodes.jsonl", "extra-recordings/"])
     inputs.items    # list[MediaItem], in the order the inputs named them

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from omnibatch.languages import find_language
-from omnibatch.records import MediaItem
+from omnibatch.media.remote import is_remote, missing_support, object_name
+from omnibatch.records import UNSTAGED_PATH, MediaItem, Origin
 from omnibatch.text_safety import control_characters, has_surrogates
 
 PATH_KEYS = ("path", "audio_filepath", "file")  # "audio_filepath" is NeMo's name
@@ -87,9 +88,13 @@ def parse_entry(entry: Mapping[str, Any], *, base_dir: str | os.PathLike[str], s
     if problems:
         raise EntryError(problems)
     assert path is not None  # _read_path reported a problem otherwise
+    origin = None
+    if is_remote(path):  # an object in storage: fetched by the worker that decodes it
+        origin = Origin("remote", path, object_name(path))
     return MediaItem(
         id=item_id if item_id is not None else derive_id(path),
-        path=Path(path),
+        path=UNSTAGED_PATH if origin else Path(path),
+        origin=origin,
         source=source,
         language=language,
         duration_s=duration_s,
@@ -183,6 +188,11 @@ def _read_path(entry: Mapping[str, Any], base_dir: str, problems: list[str]) -> 
     if "\0" in value:
         problems.append(f'"{key}" contains a NUL character')
         return None
+    if is_remote(value):
+        if why := missing_support(value):
+            problems.append(why)
+            return None
+        return value
     return _absolute(value, base_dir)
 
 

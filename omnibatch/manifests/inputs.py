@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omnibatch.errors import InputError
+from omnibatch.manifests.datasets_input import (
+    DATASET_PREFIX, DatasetRead, DatasetSpec, is_dataset_folder, jsonl_media_column, parquet_media_column,
+    read_dataset_folder, read_jsonl_dataset, read_named_dataset, read_parquet_dataset,
+)
 from omnibatch.manifests.entries import EntryError, absolute_path, derive_id, parse_entry
 from omnibatch.manifests.formats import MANIFEST_SUFFIXES, manifest_format, read_entries
 from omnibatch.manifests.problems import ManifestUnreadable, Problem, format_problems
 from omnibatch.manifests.scan import Skipped, scan_folder
 from omnibatch.media.extensions import MEDIA_EXTENSIONS
-from omnibatch.records import MediaItem
+from omnibatch.media.remote import is_remote, list_objects, missing_support, object_name
+from omnibatch.records import UNSTAGED_PATH, MediaItem, Origin
 
 
 @dataclass
@@ -81,6 +86,9 @@ def _read_one(
     skipped: list[Skipped],
     problems: list[Problem],
 ) -> None:
+    if is_remote(name) or name.startswith(DATASET_PREFIX):
+        _read_elsewhere(name, extensions, found, problems)
+        return
     path = absolute_path(name)
     try:
         exists, is_dir = path.exists(), path.is_dir()
@@ -89,8 +97,14 @@ def _read_one(
         return
     if not exists:
         problems.append(Problem(name, "", "does not exist"))
+    elif is_dir and is_dataset_folder(path):
+        _add_dataset(name, read_dataset_folder(path), found, problems)
     elif is_dir:
         _read_folder(name, path, extensions, exclude, found, skipped, problems)
+    elif (column := _dataset_column(path)) is not None:
+        is_parquet = manifest_format(path) == "parquet"
+        read = read_parquet_dataset(path, column) if is_parquet else read_jsonl_dataset(path, column)
+        _add_dataset(name, read, found, problems)
     elif manifest_format(path) is not None:
         _read_manifest(name, path, found, problems)
     elif path.suffix.lower() in extensions:
@@ -105,6 +119,49 @@ def _read_one(
                 "name it in a manifest",
             )
         )
+
+
+def _read_elsewhere(name: str, extensions: frozenset[str], found: list[_Found], problems: list[Problem]) -> None:
+    """A URL (an object, or with a trailing '/' a prefix whose media objects are listed) or a
+    `dataset:` input (--dataset)."""
+    if name.startswith(DATASET_PREFIX):
+        _add_dataset(name, read_named_dataset(DatasetSpec.parse(name)), found, problems)
+        return
+    if why := missing_support(name):
+        problems.append(Problem(name, "", why))
+        return
+    urls = [name]
+    if name.endswith("/"):
+        try:
+            urls = list_objects(name, extensions)
+        except Exception as exc:  # noqa: BLE001 - any storage failure is one problem with this input
+            problems.append(Problem(name, "", f"cannot list it: {type(exc).__name__}: {exc}"))
+            return
+        if not urls:
+            problems.append(Problem(name, "", f"no media objects under it (media means "
+                                              f"{', '.join(sorted(extensions))})"))
+            return
+    for url in urls:
+        item = MediaItem(id=derive_id(url), path=UNSTAGED_PATH, source=name,
+                         origin=Origin("remote", url, object_name(url)))
+        found.append(_Found(item, name, ""))
+
+
+def _add_dataset(name: str, read: DatasetRead, found: list[_Found], problems: list[Problem]) -> None:
+    problems.extend(Problem(name, where, message) for where, message in read.problems)
+    if not read.items and not read.problems:
+        problems.append(Problem(name, "", "the dataset has no rows"))
+    found.extend(_Found(item, name, item.source.removeprefix(item.source.split(" row ")[0])) for item in read.items)
+
+
+def _dataset_column(path: Path) -> str | None:
+    """The media column of a hub-style Parquet or JSONL (one without a path column), else None."""
+    fmt = manifest_format(path)
+    if fmt == "parquet":
+        return parquet_media_column(path)
+    if fmt == "jsonl" and not path.name.lower().endswith(".gz"):
+        return jsonl_media_column(path)
+    return None
 
 
 def _read_folder(
@@ -163,7 +220,7 @@ def _check_unique_ids(found: list[_Found], problems: list[Problem]) -> None:
         earlier = first.setdefault(this.item.id, this)
         if earlier is this:
             continue
-        if earlier.item.path == this.item.path and not this.where:
+        if earlier.item.path == this.item.path and earlier.item.origin == this.item.origin and not this.where:
             message = f"{this.item.display_path} is named twice (first by {earlier.item.source})"
         else:
             message = f'duplicate id "{this.item.id}" (first at {earlier.item.source})'

@@ -22,6 +22,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
@@ -53,7 +54,7 @@ class Ended:
 @dataclass(frozen=True)
 class Failed:
     seq: int
-    stage: str  # "probe" | "decode"
+    stage: str  # "fetch" | "probe" | "decode"
     error: str
 
 
@@ -80,7 +81,26 @@ def decode_events(task: Task, seq: int, item: MediaItem, prober: Prober = probe_
     """Every event of one file's first pass, in order; failures become a Failed event.
 
     A file that probes longer than `max_duration_s` fails at once, before any decoding.
+    An item that is not a local file (a remote object, a dataset cell) is first staged to a
+    private local file (omnibatch/media/staging.py), removed before its last event is sent.
     """
+    from omnibatch.media.staging import staged
+
+    with ExitStack() as stack:
+        try:
+            local = stack.enter_context(staged(item))
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
+            stack.close()
+            yield Failed(seq, "fetch", describe(exc))
+            return
+        for event in _local_events(task, seq, local, prober, max_duration_s):
+            if isinstance(event, Ended | Failed):
+                stack.close()  # the staged copy goes before the worker takes its next file
+            yield event
+
+
+def _local_events(task: Task, seq: int, item: MediaItem, prober: Prober,
+                  max_duration_s: float | None) -> Iterator[Event]:
     try:
         info = prober(item)
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a run

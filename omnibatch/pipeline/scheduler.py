@@ -76,6 +76,12 @@ class Scheduler:
         self.in_flight: dict[str, tuple[FileWork, Request]] = {}
         self.held_s = 0.0  # media seconds in `ready`
         self.regions = 0
+        # Progress counters (read by omnibatch.run.progress from another thread): media seconds
+        # decoded and answered, answered regions, spoken files.
+        self.decoded_s = 0.0
+        self.engine_done_s = 0.0
+        self.regions_done = 0
+        self.spoken = 0
         self.discarded = 0  # regions decoded for a file that had already failed (cancel() keeps it small)
         self._out: deque[Finished] = deque()
         self._source = None
@@ -167,6 +173,7 @@ class Scheduler:
             self.regions += 1
             self.ready.append((file, request))
             self.held_s += chunk.duration_s
+            self.decoded_s += chunk.duration_s
         elif isinstance(event, Ended):
             file = self.files[event.seq]
             file.decoded_all = True
@@ -192,7 +199,10 @@ class Scheduler:
         file, request = entry
         if file.closed:
             return
+        printable_generation(generation)  # what becomes rows and subtitles holds no control bytes
         if request.step == FIRST_PASS:
+            self.regions_done += 1
+            self.engine_done_s += self._seconds(file, request)
             file.generations[request.index] = generation
             if generation.error:
                 chunk = file.chunks[request.index]
@@ -286,6 +296,21 @@ class Scheduler:
                 requests = [self.task.speech_request(r.row) for r in batch]
                 for result, spoken in zip(batch, self.task.speak(engine, requests), strict=True):
                     self.task.apply_speech(result.row, spoken)
+                    self.spoken += 1
                     yield Finished(result)
         finally:
             engine.close()
+
+
+def printable_generation(generation: Generation) -> None:
+    """Drop control bytes from an engine's text (a random-weight model emits them) where it enters
+    the pipeline, so no row, subtitle, summary or spoken prompt holds them."""
+    from omnibatch.text_safety import generated_text
+
+    generation.text = generated_text(generation.text)
+    if generation.reasoning:
+        generation.reasoning = generated_text(generation.reasoning)
+    for segment in generation.segments or []:
+        segment.text = generated_text(segment.text)
+        for word in segment.words or []:
+            word.text = generated_text(word.text)

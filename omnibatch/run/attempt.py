@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from omnibatch.config import RunConfig
-from omnibatch.errors import Interrupted, OmnibatchError
+from omnibatch.errors import InputError, Interrupted, OmnibatchError
 from omnibatch.run import signals
 from omnibatch.run.rundir import RunDir, write_text_atomic
 
@@ -115,6 +115,12 @@ def shard_attempt(config: RunConfig) -> Iterator[Attempt]:
 
     def end_attempt() -> None:
         record.ended = time.time()
+        if record.state == "refused":
+            if history:
+                save()
+            else:
+                history_path.unlink(missing_ok=True)
+            return
         try:
             write_errors(rundir, config)
         except Exception as exc:  # noqa: BLE001 - a convenience file; the Parquet rows are the record
@@ -160,6 +166,14 @@ def shard_attempt(config: RunConfig) -> Iterator[Attempt]:
             record.state, record.detail = "stopped", f"{stop.name}: {exc}"
             if stop.time_limit:
                 requeue_as = signals.slurm_job_id()
+            raise
+        except InputError as exc:
+            # Refused before any work (its inputs, its folder): not an attempt of the shard. It leaves
+            # no record, so `status` never lists a refused run as a failed shard.
+            ending.acquire()
+            history.remove(record)
+            record.state, record.detail = "refused", str(exc)
+            log.info("refused: %s", exc, extra=FILE_ONLY)
             raise
         except BaseException as exc:
             ending.acquire()

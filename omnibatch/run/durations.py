@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,16 +34,30 @@ def cache_path(out_dir: Path) -> Path:
     return Path(out_dir) / "_run" / CACHE_NAME
 
 
-def item_durations(items: Sequence[MediaItem], out_dir: Path) -> list[float]:
-    """Each item's duration: the manifest's when given, else the probed one (0 when unreadable)."""
-    unknown = sorted({str(it.path) for it in items if it.duration_s is None})
+Progress = Callable[[int, int], None]  # (files probed so far, files to probe)
+
+
+def item_durations(items: Sequence[MediaItem], out_dir: Path, *, cache: Path | None = None,
+                   progress: Progress | None = None) -> list[float]:
+    """Each item's duration: the manifest's when given, else the probed one (0 when unreadable).
+
+    Probed values are published in `cache` (default: the run folder's `_run/durations.json`).
+    """
+    # An item with an origin (a remote object, a dataset cell) is not probed here: it weighs 0 until decoded.
+    unknown = sorted({str(it.path) for it in items if it.duration_s is None and it.origin is None})
     probed: dict[str, float] = {}
     if unknown:
-        probed = _published_durations(unknown, cache_path(out_dir))
-    return [it.duration_s if it.duration_s is not None else probed[str(it.path)] for it in items]
+        probed = _published_durations(unknown, cache or cache_path(out_dir), progress)
+    return [it.duration_s if it.duration_s is not None else probed.get(str(it.path), 0.0) for it in items]
 
 
-def probe_durations(paths: Sequence[str]) -> dict[str, float]:
+def cached_durations(out_dir: Path) -> dict[str, float]:
+    """The run folder's published durations, read only (empty when there are none)."""
+    found = _read(cache_path(out_dir))
+    return {p: float(v) for p, v in found["durations"].items()} if found else {}
+
+
+def probe_durations(paths: Sequence[str], progress: Progress | None = None) -> dict[str, float]:
     """ffprobe each path; a missing or unreadable file counts 0 (its error row comes later)."""
     from omnibatch.media import probe
 
@@ -53,8 +67,13 @@ def probe_durations(paths: Sequence[str]) -> dict[str, float]:
         except Exception:  # noqa: BLE001 - any failure just means "weighs nothing" here
             return 0.0
 
+    found: dict[str, float] = {}
     with ThreadPoolExecutor(max_workers=_PROBE_THREADS) as pool:
-        return dict(zip(paths, pool.map(one, paths), strict=True))
+        for path, seconds in zip(paths, pool.map(one, paths), strict=True):
+            found[path] = seconds
+            if progress is not None:
+                progress(len(found), len(paths))
+    return found
 
 
 def _digest(paths: Sequence[str]) -> str:
@@ -69,7 +88,7 @@ def _read(path: Path) -> dict | None:
     return data if isinstance(data, dict) and isinstance(data.get("durations"), dict) else None
 
 
-def _published_durations(paths: list[str], cache: Path) -> dict[str, float]:
+def _published_durations(paths: list[str], cache: Path, progress: Progress | None = None) -> dict[str, float]:
     digest = _digest(paths)
     found = _read(cache)
     if found and found.get("paths_digest") == digest:
@@ -77,7 +96,7 @@ def _published_durations(paths: list[str], cache: Path) -> dict[str, float]:
     known = {p: float(v) for p, v in (found or {}).get("durations", {}).items()}
     missing = [p for p in paths if p not in known]
     log.info("probing the duration of %d files to balance shards (cached in %s)", len(missing), cache)
-    known.update(probe_durations(missing))
+    known.update(probe_durations(missing, progress))
     mine = {p: known[p] for p in paths}
     blob = json.dumps({"paths_digest": digest, "durations": mine}, indent=0, sort_keys=True) + "\n"
     cache.parent.mkdir(parents=True, exist_ok=True)

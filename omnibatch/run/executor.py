@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omnibatch.config import RunConfig
@@ -212,14 +213,9 @@ def plan_resume(rundir: RunDir, config: RunConfig, task: Task, items: list[Media
 def _spoken_rows_to_redo(rundir: RunDir, config: RunConfig, task: Task, fingerprint: str,
                          ids: set[str]) -> dict[str, FileRow]:
     """Final summarize rows whose WAV is gone, back to awaiting their speech."""
-    from omnibatch.output.parquet import part_files, parts_of_run, read_part
-
-    found: dict[str, FileRow] = {}
-    for part in parts_of_run(part_files(rundir.table_dir(config.task)), fingerprint):
-        for row in from_table(read_part(part), task.row_type):
-            if row.id in ids:
-                row.audio_path = row.audio_duration_s = row.sample_rate = None
-                found[row.id] = row
+    found = typed_rows(rundir.table_dir(config.task), task, fingerprint, ids)
+    for row in found.values():
+        row.audio_path = row.audio_duration_s = row.sample_rate = None
     return found
 
 
@@ -268,18 +264,26 @@ def _run_items(config: RunConfig, task: Task, plan: ResumePlan, rundir: RunDir, 
     scheduler = Scheduler(task, plan.fresh, feed, _base_row_maker(feed), workers=config.resolved_workers(),
                           should_stop=should_stop, max_duration_s=config.max_duration_s,
                           awaiting_speech=[FileResult(row=r) for r in plan.staged.values()])
-    from tqdm import tqdm
+    from omnibatch.run.progress import RunProgress, Snapshot, known_media, watching
 
-    bar = tqdm(total=len(plan.fresh) + len(plan.staged), desc=f"{config.task} {config.shard_label}",
-               unit="file", disable=not progress, dynamic_ncols=True)
+    media_s, to_probe = known_media(plan.fresh, config.out_dir)
+    meter = RunProgress(f"{config.task} {config.shard_label}", len(plan.fresh) + len(plan.staged), media_s,
+                        interactive=progress, speech=config.task == "summarize")
+    done = [0]
+
+    def snapshot() -> tuple[Snapshot, int]:
+        return Snapshot(files_done=done[0], decoded_s=scheduler.decoded_s, engine_s=scheduler.engine_done_s,
+                        chunks_decoded=scheduler.regions, chunks_done=scheduler.regions_done,
+                        spoken=scheduler.spoken), len(scheduler.to_speak)
+
     try:
-        for finished in scheduler.run():
-            output.add(finished)
-            if not finished.staged:
-                stats.count(finished.result.row)
-                bar.update(1)
+        with watching(meter, snapshot, to_probe=to_probe):
+            for finished in scheduler.run():
+                output.add(finished)
+                if not finished.staged:
+                    stats.count(finished.result.row)
+                    done[0] += 1
     finally:
-        bar.close()
         output.commit()
         feed.close()
         stats.regions = scheduler.regions
@@ -289,12 +293,17 @@ def _run_items(config: RunConfig, task: Task, plan: ResumePlan, rundir: RunDir, 
 def read_staged(rundir: RunDir, config: RunConfig, task: Task, fingerprint: str,
                 pending: set[str]) -> dict[str, FileRow]:
     """Rows an earlier attempt finished up to their speech, for the items still pending."""
+    return typed_rows(rundir.stage_dir(config.task), task, fingerprint, pending)
+
+
+def typed_rows(folder: Path, task: Task, fingerprint: str, ids: set[str]) -> dict[str, FileRow]:
+    """The last row of each id in `ids` that runs with `fingerprint` wrote in `folder`, typed."""
     from omnibatch.output.parquet import part_files, parts_of_run, read_part
 
     found: dict[str, FileRow] = {}
-    for part in parts_of_run(part_files(rundir.stage_dir(config.task)), fingerprint):
+    for part in parts_of_run(part_files(folder), fingerprint):
         for row in from_table(read_part(part), task.row_type):
-            if row.id in pending:
+            if row.id in ids:
                 found[row.id] = row
     return found
 

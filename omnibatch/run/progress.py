@@ -1,0 +1,235 @@
+"""Progress a person can read while a shard runs: media seconds, chunks and a real ETA, per stage.
+
+At a terminal, one tqdm bar per stage that matters, in media seconds:
+
+    decode  12.4/40.0 min audio decoded, 25 chunks
+    engine   9.0/40.0 min audio back from the engine, 18/25 chunks, ETA from its rate
+    speech   3/10 files spoken (summarize only)
+
+Elsewhere (a Slurm job, a pipe) no bars: one log line every `LOG_EVERY_S`
+seconds (files done, media hours done, realtime factor, ETA), written to the
+shard's log and to stderr.
+
+The counts come from the scheduler's own counters (`Scheduler.decoded_s`,
+`engine_done_s`, `regions`, `regions_done`, `spoken`), read by a watcher thread,
+so a 40-minute file moves the bars chunk by chunk instead of jumping at its end.
+Media seconds not known before the run (no manifest duration, no
+`_run/durations.json`) are probed in that thread; the bars' totals grow as they land.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omnibatch.records import MediaItem
+
+log = logging.getLogger("omnibatch.progress")
+LOG_EVERY_S = 30.0
+REFRESH_S = 0.5
+PROBE_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the scheduler has done so far, in media seconds and counts."""
+
+    files_done: int = 0
+    decoded_s: float = 0.0
+    engine_s: float = 0.0  # media seconds whose first-pass answer is back
+    chunks_decoded: int = 0
+    chunks_done: int = 0
+    spoken: int = 0
+
+
+def eta_seconds(done: float, total: float, elapsed_s: float) -> float | None:
+    """Seconds left at the rate so far, or None before there is a rate."""
+    if done <= 0 or elapsed_s <= 0 or total <= 0:
+        return None
+    return max(0.0, total - done) / (done / elapsed_s)
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def progress_line(label: str, snap: Snapshot, files_total: int, media_total_s: float, elapsed_s: float,
+                  engine_elapsed_s: float) -> str:
+    """The periodic line of a run that is not at a terminal."""
+    rate = snap.engine_s / engine_elapsed_s if engine_elapsed_s > 0 else 0.0
+    eta = eta_seconds(snap.engine_s, media_total_s, engine_elapsed_s)
+    return (f"{label}: {snap.files_done}/{files_total} files, {snap.engine_s / 3600:.2f}/"
+            f"{media_total_s / 3600:.2f} h of media done ({snap.chunks_done}/{snap.chunks_decoded} chunks), "
+            f"{rate:.1f}x realtime, elapsed {clock(elapsed_s)}, ETA {clock(eta)}")
+
+
+class RunProgress:
+    """The bars (interactive) or the periodic lines (not) of one shard."""
+
+    def __init__(self, label: str, files_total: int, media_total_s: float, *, interactive: bool,
+                 speech: bool = False, log_every_s: float = LOG_EVERY_S, stream: Any = None) -> None:
+        self.label, self.files_total, self.media_total_s = label, files_total, media_total_s
+        self.interactive, self.log_every_s = interactive, log_every_s
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.engine_started: float | None = None
+        self._last_line = self.started
+        self._lock = threading.Lock()
+        self.last = Snapshot()
+        self.bars: dict[str, Any] = {}
+        if interactive:
+            from tqdm import tqdm
+
+            common = {"file": self.stream, "dynamic_ncols": True, "unit": "s", "unit_scale": False,
+                      "bar_format": "{desc:<22} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s media "
+                                    "[{elapsed}<{remaining}, {rate_fmt}]{postfix}"}
+            self.bars["decode"] = tqdm(total=media_total_s, desc=f"{label} decode", position=0, **common)
+            self.bars["engine"] = tqdm(total=media_total_s, desc=f"{label} engine", position=1, **common)
+            if speech:
+                self.bars["speech"] = tqdm(total=0, desc=f"{label} speech", position=2, file=self.stream,
+                                           dynamic_ncols=True, unit="file")
+
+    def add_media(self, seconds: float) -> None:
+        """More of the total became known (a background probe landed)."""
+        with self._lock:
+            self.media_total_s += seconds
+            for name in ("decode", "engine"):
+                if name in self.bars:
+                    self.bars[name].total = self.media_total_s
+                    self.bars[name].refresh()
+
+    def update(self, snap: Snapshot, to_speak: int = 0) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self.engine_started is None and snap.engine_s > 0:
+                # The rate counts from the first answer: loading the model is not throughput.
+                self.engine_started = now
+            if self.bars:
+                self._move("decode", snap.decoded_s - self.last.decoded_s, f"{snap.chunks_decoded} chunks")
+                self._move("engine", snap.engine_s - self.last.engine_s,
+                           f"{snap.chunks_done}/{snap.chunks_decoded} chunks, {snap.files_done}/"
+                           f"{self.files_total} files")
+                if "speech" in self.bars:
+                    bar = self.bars["speech"]
+                    bar.total = to_speak
+                    bar.update(snap.spoken - self.last.spoken)
+            elif now - self._last_line >= self.log_every_s:
+                self._last_line = now
+                self.emit_line(snap, now)
+            self.last = snap
+
+    def _move(self, name: str, delta: float, postfix: str) -> None:
+        bar = self.bars[name]
+        if bar.total is not None and bar.n + delta > bar.total:
+            bar.total = bar.n + delta  # a probe said less than the decode found
+        bar.set_postfix_str(postfix, refresh=False)
+        bar.update(delta)
+
+    def emit_line(self, snap: Snapshot, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        engine_elapsed = now - self.engine_started if self.engine_started is not None else 0.0
+        line = progress_line(self.label, snap, self.files_total, self.media_total_s, now - self.started,
+                             engine_elapsed)
+        log.info(line)
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:  # the console shows INFO only with -v
+            print(line, file=self.stream, flush=True)
+        return line
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def known_media(items: Sequence[MediaItem], out_dir: Path) -> tuple[float, list[str]]:
+    """(seconds known without probing, paths still to probe): manifest durations, then `_run/durations.json`."""
+    from omnibatch.run.durations import cached_durations
+
+    cached = cached_durations(out_dir)
+    known, unknown = 0.0, []
+    for it in items:
+        if it.duration_s is not None:
+            known += it.duration_s
+        elif str(it.path) in cached:
+            known += cached[str(it.path)]
+        else:
+            unknown.append(str(it.path))
+    return known, unknown
+
+
+@contextmanager
+def watching(progress: RunProgress, read: Callable[[], tuple[Snapshot, int]], *,
+             to_probe: Sequence[str] = (), interval_s: float = REFRESH_S) -> Iterator[RunProgress]:
+    """Refresh `progress` from `read()` every `interval_s` in a thread while the block runs."""
+    stop = threading.Event()
+
+    def probe() -> None:
+        from omnibatch.run.durations import probe_durations
+
+        paths = list(to_probe)
+        for start in range(0, len(paths), PROBE_BATCH):  # in batches: the run may end first
+            if stop.is_set():
+                return
+            progress.add_media(sum(probe_durations(paths[start:start + PROBE_BATCH]).values()))
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                progress.update(*read())
+            except Exception as exc:  # noqa: BLE001 - a progress display never stops a run
+                log.debug("progress update failed: %s", exc)
+
+    if to_probe:
+        threading.Thread(target=probe, name="omnibatch-progress-probe", daemon=True).start()
+    thread = threading.Thread(target=loop, name="omnibatch-progress", daemon=True)
+    thread.start()
+    try:
+        yield progress
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        try:
+            progress.update(*read())
+        finally:
+            progress.close()
+
+
+@contextmanager
+def probing_bar(what: str, *, interactive: bool | None = None, stream: Any = None) -> Iterator[Callable[[int, int], None]]:
+    """A callback for `durations.probe_durations(progress=...)`: a bar at a terminal, else a line every
+    `LOG_EVERY_S` seconds and one at the end."""
+    stream = stream or sys.stderr
+    interactive = stream.isatty() if interactive is None else interactive
+    state: dict[str, Any] = {"bar": None, "last": time.monotonic(), "seen": (0, 0)}
+
+    def update(done: int, total: int) -> None:
+        state["seen"] = (done, total)
+        if interactive:
+            if state["bar"] is None:
+                from tqdm import tqdm
+
+                state["bar"] = tqdm(total=total, desc=what, unit="file", file=stream, dynamic_ncols=True)
+            bar = state["bar"]
+            bar.update(done - bar.n)
+        elif time.monotonic() - state["last"] >= LOG_EVERY_S:
+            state["last"] = time.monotonic()
+            print(f"{what}: {done}/{total} files", file=stream, flush=True)
+
+    try:
+        yield update
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+        elif state["seen"][1] and not interactive:
+            print(f"{what}: {state['seen'][0]}/{state['seen'][1]} files", file=stream, flush=True)
