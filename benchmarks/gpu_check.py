@@ -198,8 +198,8 @@ def weights_to_device(model: str) -> dict[str, Any]:
 def speech(model: str, device: str, dtype: str) -> dict[str, Any]:
     import numpy as np
 
+    from omnibatch.engine.base import SpeechRequest
     from omnibatch.engine.speech_transformers import TransformersSpeechEngine
-    from omnibatch.speech import SpeechRequest
 
     t0 = time.perf_counter()
     engine = TransformersSpeechEngine(model, device=device, dtype=dtype, batch_size=2)

@@ -36,6 +36,8 @@ class TranscribeOptions:
     vad: bool
     max_new_tokens: int
     word_timestamps: bool  # words with times (DIR/words/)
+    reference_key: str | None  # the manifest key holding a reference transcript (None: "text", NeMo's)
+    normalizer: str  # how references and transcripts are normalized before WER/CER (omnibatch.scoring)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ class RunConfig:
     rows_per_part: int = 1000
     # Media longer than this (probed) is refused before it is decoded: an error row, not hours of CPU.
     max_duration_s: float = DEFAULT_MAX_DURATION_S
+    reference_key: str | None = None
+    normalizer: str = "basic"
+    nemo_manifest: str | None = None  # write a NeMo-style manifest (pred_text beside the input keys) here
     # Subtitle cues (output only): at most this many lines of at most this many characters.
     max_line_width: int = 42
     max_line_count: int = 2
@@ -118,7 +123,7 @@ class RunConfig:
     _NOT_FINGERPRINTED = frozenset(
         {"inputs", "out", "shard_index", "num_shards", "resume", "retry_errors", "workers",
          "rows_per_part", "formats", "speech_timeout_s", "max_line_width",
-         "max_line_count", "max_duration_s"}
+         "max_line_count", "max_duration_s", "nemo_manifest"}
     )
     # What changes every task's rows; the rest of the fingerprint is the task's own options record.
     _COMMON_FINGERPRINTED = ("task", "model", "engine", "engine_options")

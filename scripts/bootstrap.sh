@@ -22,7 +22,9 @@ esac
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_packages=(ffmpeg espeak-ng)
-[ "$want_test" = 1 ] && apt_packages+=(alsa-utils gnome-user-docs slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge)
+# chromium-headless-shell: tests/test_report.py renders the HTML run report in it (through playwright,
+# which cannot download its own browser where no CDN is reachable).
+[ "$want_test" = 1 ] && apt_packages+=(alsa-utils gnome-user-docs slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge chromium-headless-shell)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -112,7 +112,7 @@ class FakeSpeech:
     def speak(self, requests):
         import numpy as np
 
-        from omnibatch.speech import Speech
+        from omnibatch.engine.base import Speech
 
         self.spoken.extend(r.id for r in requests)
         return [Speech(request_id=r.id, audio=np.full(2400, 0.1, dtype=np.float32), sample_rate=24000)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from omnibatch.config import RunConfig
-from omnibatch.engine.transformers_engine import plan_loading
+from omnibatch.engine.hf_loading import plan_loading
 from omnibatch.engine.whisper_device import CudaStatus, choose_device
 from omnibatch.errors import EngineError, InputError, MissingDependencyError
 from omnibatch.run.local import gpus_per_worker, plan_gpus, visible_gpus, worker_env

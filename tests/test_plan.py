@@ -104,4 +104,4 @@ def test_calibrated_plan_runs_the_engine(tmp_path):
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["measured"] is True and data["engine"] == "whisper" and data["gpu"] == "cpu"
-    assert data["realtime_factor"] > 0.5 and "measured here on 2 pieces" in data["throughput_source"]
+    assert data["realtime_factor"] > 0.5 and "measured: two runs here" in data["throughput_source"]

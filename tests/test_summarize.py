@@ -23,19 +23,13 @@ import pytest
 import soundfile as sf
 
 from omnibatch.config import RunConfig
+from omnibatch.engine import choose_speech_engine
+from omnibatch.engine.base import SAMPLE_RATE, SpeechRequest, check_speaker, codes_for, speech_seconds_cap
 from omnibatch.errors import InputError
 from omnibatch.models.tiny import build_tiny_model
 from omnibatch.output.names import safe_filename
+from omnibatch.output.wav import write_wav
 from omnibatch.pipeline.summarize import check_summarize_config, step_prompt, token_cap
-from omnibatch.speech import (
-    SAMPLE_RATE,
-    SpeechRequest,
-    check_speaker,
-    choose_speech_engine,
-    codes_for,
-    speech_seconds_cap,
-)
-from omnibatch.speech.wav import write_wav
 from omnibatch.summaries import (
     PART_SEPARATOR,
     SummaryStep,

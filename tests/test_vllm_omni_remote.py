@@ -27,7 +27,7 @@ from omnibatch.engine.vllm_omni_remote import PYTHON_ENV, RemoteOmni, omni_pytho
 from omnibatch.engine.vllm_omni_worker import apply_changes, json_fields
 from omnibatch.errors import EngineError, MissingDependencyError
 from omnibatch.models.tiny import build_tiny_model
-from omnibatch.speech import SpeechRequest, codes_for
+from omnibatch.engine.base import SpeechRequest, codes_for
 
 FAKE_OMNI = '''
 import numpy as np

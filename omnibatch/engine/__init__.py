@@ -7,12 +7,13 @@ import importlib.util
 import inspect
 from typing import Any
 
-from omnibatch.engine.base import Engine
+from omnibatch.engine.base import Engine, SpeechEngine
 from omnibatch.errors import InputError
 
 # Thinker engines: name -> (module, class). To add one, add a row; its module is
-# imported only when that engine is built. Speech engines (Talker + Code2Wav) are
-# chosen separately, in omnibatch.speech.
+# imported only when that engine is built. Speech engines (Talker + Code2Wav, the
+# contract in engine.base) have a table of their own, below, chosen to follow the
+# Thinker engine a run uses (`choose_speech_engine`).
 ENGINES: dict[str, tuple[str, str]] = {
     "vllm": ("omnibatch.engine.vllm_engine", "VllmEngine"),
     "transformers": ("omnibatch.engine.transformers_engine", "TransformersEngine"),
@@ -65,3 +66,30 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+SPEECH_ENGINES: dict[str, tuple[str, str]] = {
+    "transformers": ("omnibatch.engine.speech_transformers", "TransformersSpeechEngine"),
+    "vllm-omni": ("omnibatch.engine.vllm_omni_engine", "VllmOmniSpeechEngine"),
+}
+
+
+def choose_speech_engine(thinker_engine: str) -> str:
+    """`vllm-omni` when the run's Thinker engine is vLLM, vllm-omni is installed and a GPU is visible."""
+    key = (thinker_engine or "auto").strip().lower()
+    if key == "auto":
+        key = resolve_engine_name(key)
+    if key == "vllm" and cuda_available():
+        from omnibatch.engine.vllm_omni_engine import vllm_omni_available  # here or in its own .venv-omni
+
+        if vllm_omni_available():
+            return "vllm-omni"
+    return "transformers"
+
+
+def build_speech_engine(name: str, model: str | None, **options: Any) -> SpeechEngine:
+    if name not in SPEECH_ENGINES:
+        raise InputError(f"unknown speech engine {name!r}; choose one of: {', '.join(SPEECH_ENGINES)}")
+    module_name, class_name = SPEECH_ENGINES[name]
+    engine_class = getattr(importlib.import_module(module_name), class_name)
+    return engine_class(model, **options)

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from omnibatch.engine.base import SAMPLE_RATE, SAMPLES_PER_CODE, Speech, SpeechRequest, codes_for
 from omnibatch.errors import EngineError, InputError
 from omnibatch.models.hf_quiet import quiet_transformers
 from omnibatch.models.resolve import ModelSpec, resolve_model
-from omnibatch.speech import SAMPLE_RATE, SAMPLES_PER_CODE, Speech, SpeechRequest, codes_for
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class TransformersSpeechEngine:
     ) -> None:
         if batch_size < 1:
             raise InputError(f"speech batch_size must be at least 1, got {batch_size}")
-        from omnibatch.engine.transformers_engine import prepare_torch
+        from omnibatch.engine.hf_loading import prepare_torch
         from omnibatch.models.processor import load_processor
 
         self.spec: ModelSpec = resolve_model(model)
@@ -218,10 +218,10 @@ class ForcedReply:
 
 
 def _load_full_model(spec: ModelSpec, dtype, device, device_map=None, max_memory=None):
-    """The full model, its weights straight to the device (see transformers_engine.plan_loading)."""
+    """The full model, its weights straight to the device (see hf_loading.plan_loading)."""
     from transformers import Qwen3OmniMoeForConditionalGeneration
 
-    from omnibatch.engine.transformers_engine import load_weights
+    from omnibatch.engine.hf_loading import load_weights
 
     model = load_weights(Qwen3OmniMoeForConditionalGeneration, spec, dtype, device, "the Talker and Code2Wav",
                          device_map=device_map, max_memory=max_memory)

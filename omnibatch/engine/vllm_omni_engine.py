@@ -55,9 +55,9 @@ from typing import Any
 
 import numpy as np
 
+from omnibatch.engine.base import SAMPLE_RATE, Speech, SpeechRequest, codes_for
 from omnibatch.errors import EngineError, InputError, MissingDependencyError, describe_error
 from omnibatch.models.resolve import ModelSpec, resolve_model
-from omnibatch.speech import SAMPLE_RATE, Speech, SpeechRequest, codes_for
 
 log = logging.getLogger(__name__)
 

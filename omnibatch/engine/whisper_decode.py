@@ -9,7 +9,8 @@ test_whisper_decode.py pins the texts to the pipeline's own), and keeps what the
 pipeline throws away: each chunk's detected language and its probability (from
 the encoder output the decode uses anyway: no second pass), where a chunk's
 decode stopped with a segment left open, how many tokens it took, and the word
-alignment of every chunk with its own language.
+alignment of every chunk with its own language. Decoded without timestamp
+tokens, a chunk's segments are its sentences, timed by their words.
 """
 
 from __future__ import annotations

@@ -4,9 +4,12 @@ Requests arrive already cut by `chunking` (at most ~30 s, cut in pauses), so
 whisper's own VAD and its sliding window are not needed. Several chunks are
 transcribed per model call (`omnibatch.engine.whisper_decode`): encoded as one
 batch, each decoded independently (no conditioning on previous text) in its own
-language (given, or detected from that same encoder output), with segments and
-words timed relative to the chunk. Where whisper stops short of a chunk's end,
-the rest of the chunk is decoded again, as whisper's sequential decoder does.
+language (given, or detected from that same encoder output). By default the text
+is decoded without timestamp tokens, as faster-whisper's batched pipeline does
+(fewer errors on long recordings), and every chunk is aligned: its segments are
+its sentences, timed by their words. With `timestamps=True` whisper writes
+timestamp tokens and its segments are kept; where it then stops short of a
+chunk's end, the rest of the chunk is decoded again, as its sequential decoder does.
 
 Submitted requests wait in a queue (`omnibatch.engine.batching`); each `step()`
 transcribes one batch of chunks of similar length that share a token budget. A

@@ -79,11 +79,18 @@ class TranscribeRow(FileRow):
     # file if a part that held them is gone.
     num_segments: int | None = None
     num_words: int | None = None
+    # Against the manifest's reference transcript, where it has one (omnibatch.scoring).
+    wer: float | None = None
+    cer: float | None = None
+    reference_words: int | None = None
+    reference_chars: int | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         FILE_COLUMNS + [pa.field("text", pa.string()), pa.field("num_chunks", pa.int32()),
                         pa.field("language_probability", pa.float64()), pa.field("avg_logprob", pa.float64()),
-                        pa.field("num_segments", pa.int32()), pa.field("num_words", pa.int32())]
+                        pa.field("num_segments", pa.int32()), pa.field("num_words", pa.int32()),
+                        pa.field("wer", pa.float64()), pa.field("cer", pa.float64()),
+                        pa.field("reference_words", pa.int32()), pa.field("reference_chars", pa.int32())]
     )
 
 

@@ -123,7 +123,7 @@ class SummarizeTask:
     def speech_request(self, row: FileRow):
         if not self.config.speak or row.error or not getattr(row, "summary", None):
             return None
-        from omnibatch.speech import SpeechRequest, check_speaker, speech_seconds_cap
+        from omnibatch.engine.base import SpeechRequest, check_speaker, speech_seconds_cap
 
         return SpeechRequest(id=row.id, text=row.summary, speaker=check_speaker(self.config.speaker),
                              max_seconds=speech_seconds_cap(row.summary))
@@ -132,7 +132,7 @@ class SummarizeTask:
         return build_speech(self.config)
 
     def speak(self, engine, requests: list) -> list:
-        from omnibatch.speech.stage import speak_batch
+        from omnibatch.pipeline.speech_stage import speak_batch
 
         return speak_batch(engine, requests, self.config.out_dir)
 
@@ -149,7 +149,7 @@ class SummarizeTask:
 
 def build_speech(config: RunConfig):
     """The speech engine that follows the Thinker engine: vllm -> vllm-omni on GPUs, else transformers."""
-    from omnibatch.speech import build_speech_engine, choose_speech_engine
+    from omnibatch.engine import build_speech_engine, choose_speech_engine
 
     name = choose_speech_engine(config.engine)
     options: dict[str, Any] = {"timeout_s": config.speech_timeout_s}
@@ -181,7 +181,7 @@ def check_summarize_config(config: RunConfig) -> None:
         raise InputError(f"{spec.label} is the Captioner, which takes no text prompt and cannot summarize: "
                          "use an Instruct (or Thinking) checkpoint")
     if config.speak:
-        from omnibatch.speech import check_speaker
+        from omnibatch.engine.base import check_speaker
 
         check_speaker(config.speaker)
         if not spec.has_talker:

@@ -109,11 +109,11 @@ class Task(Protocol):
         ...
 
     def speak(self, engine: Any, requests: list[Any]) -> list[Any]:
-        """Render one batch of speech requests; one speech.stage.SpokenFile per request, in order."""
+        """Render one batch of speech requests; one pipeline.speech_stage.SpokenFile per request, in order."""
         ...
 
     def apply_speech(self, row: FileRow, spoken: Any) -> None:
-        """Complete `row` with what the speech pass made of it (a speech.stage.SpokenFile)."""
+        """Complete `row` with what the speech pass made of it (a pipeline.speech_stage.SpokenFile)."""
         ...
 
 

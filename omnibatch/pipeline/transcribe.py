@@ -78,14 +78,43 @@ class TranscribeTask(NoSpeech):
         row = TranscribeRow.extend(base, text=stitched.text, num_chunks=len(chunks),
                                    language_probability=probability, avg_logprob=stitched.avg_logprob)
         row.language = language
+        score_against_reference(row, item, self.config)
         return FileResult(row=row, segments=segments, words=words)
+
+
+REFERENCE_KEYS = ("text",)  # NeMo's manifests hold the reference transcript in `text`
+
+
+def reference_of(item: MediaItem, config: RunConfig) -> str | None:
+    """The item's reference transcript: the manifest key `--reference-key` names, else `text`."""
+    for key in ([config.reference_key] if config.reference_key else REFERENCE_KEYS):
+        value = item.extra.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def score_against_reference(row: TranscribeRow, item: MediaItem, config: RunConfig) -> None:
+    """Fill `wer`, `cer` and the reference's length when the item carries a reference."""
+    reference = reference_of(item, config)
+    if reference is None:
+        return
+    from omnibatch.scoring import score
+
+    s = score(reference, row.text or "", config.normalizer)
+    row.wer, row.cer = _rounded(s.wer), _rounded(s.cer)
+    row.reference_words, row.reference_chars = s.reference_words, s.reference_chars
 
 
 def check_transcribe_config(config: RunConfig) -> str | None:
     """Refuse options a transcribe run cannot use, before any work; returns `--language` as a code."""
     from omnibatch.languages import normalize_language, qwen_speaks
 
+    from omnibatch.scoring import NORMALIZERS
+
     problems = []
+    if config.normalizer not in NORMALIZERS:
+        problems.append(f"--normalizer must be one of {', '.join(NORMALIZERS)}, got {config.normalizer!r}")
     if config.max_line_width < 1:
         problems.append(f"--max-line-width must be at least 1, got {config.max_line_width}")
     if config.max_line_count < 1:

@@ -2,13 +2,15 @@
 
 A few files are picked across the duration range, a piece of each is cut (from
 10% into the file, so intros and silence at the start weigh less), and the
-pieces run through the real shard executor with the engine and options of the
-planned run, in a private temporary folder. What it measures:
+pieces run through the engine and options of the planned run, twice, each time
+as a fresh `omnibatch run-shard` process in a private temporary folder (what a
+Slurm array task runs): once over about half of the pieces, once over all. What
+it measures, from the two wall times:
 
-- `startup_s`: building the engine (imports, loading weights, warm-up) — paid
-  once per shard attempt;
-- `realtime_factor`: media seconds of the sample per wall second of the rest of
-  the run (decode, engine, stitching, writing), which is what scales with media.
+- `realtime_factor`: media seconds per wall second of the media-bound work
+  (decode, engine, stitching, writing): the extra media over the extra time;
+- `startup_s`: what a shard pays whatever its media (the process, imports,
+  loading weights, starting decode workers).
 """
 
 from __future__ import annotations

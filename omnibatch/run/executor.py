@@ -61,11 +61,18 @@ class ShardStats:
     prompt_tokens: int = 0
     output_tokens: int = 0
     truncated: int = 0  # generations that stopped at their token limit
+    # Against the manifests' reference transcripts (transcribe): totals for a corpus WER and CER.
+    scored: int = 0
+    normalizer: str = ""
+    reference_words: int = 0
+    word_errors: int = 0
+    reference_chars: int = 0
+    char_errors: int = 0
     skipped_inputs: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "corpus_wer": self.corpus_wer, "corpus_cer": self.corpus_cer}
 
     def count(self, row: FileRow) -> None:
         if row.error:
@@ -77,6 +84,20 @@ class ShardStats:
         else:
             self.ok += 1
             self.media_seconds += row.duration_s or 0.0
+            if isinstance(row, TranscribeRow) and row.wer is not None:
+                self.scored += 1
+                self.reference_words += row.reference_words or 0
+                self.word_errors += round(row.wer * (row.reference_words or 0))
+                self.reference_chars += row.reference_chars or 0
+                self.char_errors += round((row.cer or 0.0) * (row.reference_chars or 0))
+
+    @property
+    def corpus_wer(self) -> float | None:
+        return self.word_errors / self.reference_words if self.reference_words else None
+
+    @property
+    def corpus_cer(self) -> float | None:
+        return self.char_errors / self.reference_chars if self.reference_chars else None
 
     def take_feed(self, feed: EngineFeed) -> None:
         s = feed.stats
@@ -247,7 +268,7 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
             plan = plan_resume(rundir, config, task, items, fingerprint)
         stats = ShardStats(task=config.task, shard=config.shard_label, fingerprint=fingerprint,
                            items=len(items), skipped_done=plan.skipped_done, failed_before=plan.failed_before,
-                           resumed_speech=len(plan.staged), redone=len(plan.redone),
+                           resumed_speech=len(plan.staged), redone=len(plan.redone), normalizer=config.normalizer,
                            skipped_inputs=[str(s) for s in inputs.skipped])
         _run_items(config, task, plan, rundir, stats, engine_factory, progress, should_stop)
         # Every staged row has now been spoken and written as a final row.

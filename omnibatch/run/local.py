@@ -109,6 +109,9 @@ def run_local_parallel(config: RunConfig, count: int, *, omnibatch: Sequence[str
 
     config = absolute_config(config).with_shard(0, count)
     rundir = RunDir(config.out_dir)
+    from omnibatch.run.executor import build_task
+
+    build_task(config)  # refuses options the task cannot use before the folder is touched
     rundir.check_writable()
     items = read_inputs(config.inputs, exclude=[config.out_dir]).items
     rundir.prepare(config)
@@ -156,6 +159,11 @@ def run_local_parallel(config: RunConfig, count: int, *, omnibatch: Sequence[str
     from omnibatch.run.status import format_status, read_status
 
     print(format_status(read_status(rundir.root)), file=sys.stderr)
+    if config.nemo_manifest and config.task == "transcribe":
+        from omnibatch.run.nemo_manifest import write_nemo_manifest
+
+        count = write_nemo_manifest(rundir.root, config.fingerprint(), Path(config.nemo_manifest))
+        print(f"NeMo manifest: {config.nemo_manifest} ({count} lines)", file=sys.stderr)
     return worker_exit_code(list(codes.values()))
 
 

@@ -45,6 +45,20 @@ class TaskStatus:
     failed_by_stage: dict[str, int] = field(default_factory=dict)  # probe | decode | engine | finish | speech
     truncated: int = 0  # generations that stopped at their token limit (the rows' `truncated` column, summed)
     truncated_items: int = 0  # rows with at least one
+    # Corpus WER/CER over the ok rows with a reference (transcribe): errors summed over reference lengths.
+    scored: int = 0
+    reference_words: int = 0
+    word_errors: float = 0.0
+    reference_chars: int = 0
+    char_errors: float = 0.0
+
+    @property
+    def corpus_wer(self) -> float | None:
+        return self.word_errors / self.reference_words if self.reference_words else None
+
+    @property
+    def corpus_cer(self) -> float | None:
+        return self.char_errors / self.reference_chars if self.reference_chars else None
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.shards if s.state == state)
@@ -124,6 +138,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_SCORE_COLUMNS = ("wer", "cer", "reference_words", "reference_chars")
+
+
 def _count_rows(table_dir: Path, fingerprint: str, status: TaskStatus) -> None:
     import pyarrow.parquet as pq
 
@@ -133,7 +150,7 @@ def _count_rows(table_dir: Path, fingerprint: str, status: TaskStatus) -> None:
     for part in parts_of_run(part_files(table_dir), fingerprint):
         names = pq.read_schema(part).names
         wanted = ["id", "path", "status", "error", "duration_s"] + (["error_stage"] if "error_stage" in names else [])
-        wanted += ["truncated"] if "truncated" in names else []
+        wanted += [c for c in ("truncated", *_SCORE_COLUMNS) if c in names]
         for row in pq.read_table(part, columns=wanted).to_pylist():
             rows[row["id"]] = row
     for row in rows.values():
@@ -148,6 +165,12 @@ def _count_rows(table_dir: Path, fingerprint: str, status: TaskStatus) -> None:
         else:
             status.ok += 1
             status.media_s += row["duration_s"] or 0.0
+            if row.get("wer") is not None and row.get("reference_words"):
+                status.scored += 1
+                status.reference_words += row["reference_words"]
+                status.word_errors += row["wer"] * row["reference_words"]
+                status.reference_chars += row.get("reference_chars") or 0
+                status.char_errors += (row.get("cer") or 0.0) * (row.get("reference_chars") or 0)
 
 
 def format_status(run: RunStatus, *, max_failed: int = 20) -> str:
@@ -164,6 +187,9 @@ def format_status(run: RunStatus, *, max_failed: int = 20) -> str:
             lines.append(f"  truncated: {t.truncated} generation(s) stopped at their token limit, in "
                          f"{t.truncated_items} item(s) (their `truncated` column counts them; raise "
                          "--max-new-tokens)")
+        if t.scored:
+            lines.append(f"  WER {t.corpus_wer:.2%}, CER {t.corpus_cer or 0:.2%} over {t.scored} files with a "
+                         f"reference ({t.reference_words} reference words)")
         if t.media_s:
             rate = f"{t.media_s / t.elapsed_s:.1f}x realtime" if t.elapsed_s else "n/a"
             per_shard = f", {t.media_s / t.shard_s:.1f}x per shard" if t.shard_s else ""
@@ -184,6 +210,8 @@ def format_status(run: RunStatus, *, max_failed: int = 20) -> str:
 def write_summary(run: RunStatus) -> Path:
     path = RunDir(Path(run.root)).meta / "summary.json"
     data = {"written": time.time(), "exit_code": run.exit_code(), **asdict(run)}
+    for task, t in zip(data["tasks"], run.tasks, strict=True):
+        task.update(corpus_wer=t.corpus_wer, corpus_cer=t.corpus_cer)
     write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
     return path
 

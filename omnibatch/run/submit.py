@@ -101,7 +101,10 @@ def submit_run(config: RunConfig, options: SlurmOptions, *, dry_run: bool = Fals
     items = read_inputs(config.inputs, exclude=[config.out_dir]).items
     rundir.prepare(config)
     if n > 1:
-        item_durations(items, rundir.root)  # probed once here, read by every shard
+        from omnibatch.run.progress import probing_bar
+
+        with probing_bar("probing durations to balance shards") as progress:
+            item_durations(items, rundir.root, progress=progress)  # probed once here, read by every shard
     shards = unfinished_shards(rundir, config.task, n)
     submission = Submission(task=config.task, num_shards=n, shards=shards)
     if not shards:

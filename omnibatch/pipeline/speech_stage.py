@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from omnibatch.engine.base import SpeechEngine, SpeechRequest
 from omnibatch.output.names import safe_filename
-from omnibatch.speech import SpeechEngine, SpeechRequest
-from omnibatch.speech.wav import write_wav
+from omnibatch.output.wav import write_wav
 
 log = logging.getLogger(__name__)
 
