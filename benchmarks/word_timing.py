@@ -96,17 +96,23 @@ def normalize(word: str) -> str:
 
 
 def speak(word: str, voice: str, speed: int) -> np.ndarray:
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", word],
-                         capture_output=True, check=True).stdout
-    pcm = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", "-", "-ar", str(RATE), "-ac", "1",
-                          "-f", "f32le", "-"], input=wav, capture_output=True, check=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", word], capture_output=True, check=True
+    ).stdout
+    pcm = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", "-", "-ar", str(RATE), "-ac", "1", "-f", "f32le", "-"],
+        input=wav,
+        capture_output=True,
+        check=True,
+    ).stdout
     audio = np.frombuffer(pcm, dtype=np.float32)
     loud = np.flatnonzero(np.abs(audio) > FLOOR)
-    return audio[loud[0]:loud[-1] + 1].copy() if loud.size else audio[:0].copy()
+    return audio[loud[0] : loud[-1] + 1].copy() if loud.size else audio[:0].copy()
 
 
-def assemble(words: list[str], layout: str, seed: int,
-             noise_dbfs: float | None = NOISE_DBFS) -> tuple[np.ndarray, list[Truth]]:
+def assemble(
+    words: list[str], layout: str, seed: int, noise_dbfs: float | None = NOISE_DBFS
+) -> tuple[np.ndarray, list[Truth]]:
     """The recording of `words` in phrases, and where each word is."""
     rng = random.Random(seed)
     pieces, truth, t = [np.zeros(int(0.7 * RATE), np.float32)], [], 0.7
@@ -114,7 +120,7 @@ def assemble(words: list[str], layout: str, seed: int,
     while k < len(words):
         voice, speed = VOICES[phrase % len(VOICES)]
         size = rng.randint(4, 9)
-        for j, word in enumerate(words[k:k + size]):
+        for j, word in enumerate(words[k : k + size]):
             if j:
                 gap = rng.uniform(0.03, 0.2) if layout == "spaced" else 0.0
                 pieces.append(np.zeros(round(gap * RATE), np.float32))
@@ -151,8 +157,16 @@ def run_whisper(path: Path, engine) -> tuple[list[tuple[str, float]], list, list
     from omnibatch.output.tables import FileRow
     from omnibatch.pipeline.transcribe import TranscribeTask
 
-    task = TranscribeTask(RunConfig(task="transcribe", inputs=[str(path)], out=str(path.parent / "out"),
-                                    engine="whisper", language="en", formats=[]))
+    task = TranscribeTask(
+        RunConfig(
+            task="transcribe",
+            inputs=[str(path)],
+            out=str(path.parent / "out"),
+            engine="whisper",
+            language="en",
+            formats=[],
+        )
+    )
     item = MediaItem(id=path.stem, path=path, source=str(path))
     info = probe(path)
     regions = list(task.decode(item, info))
@@ -170,8 +184,11 @@ def run_aligner(chunks, audios, truth: list[Truth], aligner) -> list[tuple[str, 
         inside = [t.word for t in truth if chunk.start_s <= (t.start_s + t.end_s) / 2 < chunk.end_s]
         texts.append(" ".join(inside))
     found = aligner.align(audios, texts, ["en"] * len(chunks))
-    return [(w.text, chunk.start_s + w.start_s) for chunk, aligned in zip(chunks, found)
-            for w in aligned.words or []]
+    return [
+        (w.text, chunk.start_s + w.start_s)
+        for chunk, aligned in zip(chunks, found)
+        for w in aligned.words or []
+    ]
 
 
 def run_peer(path: Path, model_path: str) -> list[tuple[str, float]]:
@@ -179,7 +196,8 @@ def run_peer(path: Path, model_path: str) -> list[tuple[str, float]]:
 
     whisper_model = WhisperModel(model_path, device="cpu", compute_type="int8")
     segments, _ = BatchedInferencePipeline(whisper_model).transcribe(
-        str(path), language="en", batch_size=8, beam_size=5, word_timestamps=True)
+        str(path), language="en", batch_size=8, beam_size=5, word_timestamps=True
+    )
     return [(w.word, float(w.start)) for s in segments for w in s.words or []]
 
 
@@ -210,10 +228,10 @@ def score(found: list[tuple[str, float]], truth: list[Truth]) -> dict:
 
 
 def table(result: dict) -> str:
+    noise = "none (digital silence)" if result["noise_dbfs"] is None else f"{result['noise_dbfs']} dBFS"
     lines = [
         f"Run {result['when']} on {result['machine']} ({'quick' if result['quick'] else 'full'} run, "
-        f"`benchmarks/word_timing.py`, {result['wall_s']:.0f} s); noise under the recording: "
-        f"{'none (digital silence)' if result['noise_dbfs'] is None else str(result['noise_dbfs']) + ' dBFS'}.",
+        f"`benchmarks/word_timing.py`, {result['wall_s']:.0f} s); noise under the recording: {noise}.",
         "",
         "| layout | system | words matched | median abs error, s | p90 abs error, s | mean error, s | "
         "within 0.1 s | median abs error by voice, s |",
@@ -222,23 +240,33 @@ def table(result: dict) -> str:
     for layout, systems in result["layouts"].items():
         for name, s in systems.items():
             voices = ", ".join(f"{v} {x:.3f}" for v, x in s["median_abs_by_voice_s"].items())
-            lines.append(f"| {layout} ({result['durations_s'][layout]:.0f} s) | {name} | {s['matched']}/{s['words']} "
-                         f"| {s['median_abs_s']:.3f} | {s['p90_abs_s']:.3f} | {s['mean_s']:+.3f} | "
-                         f"{s['within_0_1_s']:.0%} | {voices} |")
+            lines.append(
+                f"| {layout} ({result['durations_s'][layout]:.0f} s) | {name} | {s['matched']}/{s['words']} "
+                f"| {s['median_abs_s']:.3f} | {s['p90_abs_s']:.3f} | {s['mean_s']:+.3f} | "
+                f"{s['within_0_1_s']:.0%} | {voices} |"
+            )
     target = result["layouts"]["spaced"]["whisper"]["median_abs_s"]
-    lines += ["", f"Target: whisper median abs start error <= 0.1 s on the spaced layout: {target:.3f} s "
-              f"({'met' if target <= 0.1 else 'NOT met'})."]
+    lines += [
+        "",
+        f"Target: whisper median abs start error <= 0.1 s on the spaced layout: {target:.3f} s "
+        f"({'met' if target <= 0.1 else 'NOT met'}).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="two sentences, for a smoke test")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnibatch-word-timing"))
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--noise-dbfs", default=str(NOISE_DBFS),
-                        help="RMS level of the white noise under the recording, or none (default %(default)s)")
+    parser.add_argument(
+        "--noise-dbfs",
+        default=str(NOISE_DBFS),
+        help="RMS level of the white noise under the recording, or none (default %(default)s)",
+    )
     args = parser.parse_args()
     noise = None if args.noise_dbfs.strip().lower() == "none" else float(args.noise_dbfs)
     out = args.out or HERE / "results" / ("word_timing-quick.json" if args.quick else "word_timing.json")
@@ -254,10 +282,15 @@ def main() -> None:
 
     engine = WhisperEngine()
     aligner = WordAligner()
-    result: dict = {"when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
-                    "machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPUs",
-                    "voices": [f"{v} (speed {s})" for v, s in VOICES], "noise_dbfs": noise,
-                    "layouts": {}, "durations_s": {}}
+    result: dict = {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": args.quick,
+        "machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPUs",
+        "voices": [f"{v} (speed {s})" for v, s in VOICES],
+        "noise_dbfs": noise,
+        "layouts": {},
+        "durations_s": {},
+    }
     for layout in ("spaced", "abutting"):
         audio, truth = assemble(words, layout, args.seed, noise)
         path = args.work / f"{layout}.wav"

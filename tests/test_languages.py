@@ -30,12 +30,31 @@ def test_whisper_s_own_list_is_the_table():
     assert set(tokenizer._LANGUAGE_CODES) == set(LANGUAGES)  # the codes faster-whisper accepts
 
 
-@pytest.mark.parametrize("given, code", [
-    ("en", "en"), ("EN", "en"), ("English", "en"), ("  english ", "en"), ("en-US", "en"), ("en_GB", "en"),
-    ("zh-CN", "zh"), ("Mandarin", "zh"), ("yue", "yue"), ("Cantonese", "yue"), ("haw", "haw"),
-    ("Haitian Creole", "ht"), ("haitian", "ht"), ("jv", "jw"), ("fil", "tl"), ("Filipino", "tl"),
-    ("norwegian nynorsk", "nn"), ("Burmese", "my"), ("myanmar", "my"), ("iw", "he"),
-])
+@pytest.mark.parametrize(
+    "given, code",
+    [
+        ("en", "en"),
+        ("EN", "en"),
+        ("English", "en"),
+        ("  english ", "en"),
+        ("en-US", "en"),
+        ("en_GB", "en"),
+        ("zh-CN", "zh"),
+        ("Mandarin", "zh"),
+        ("yue", "yue"),
+        ("Cantonese", "yue"),
+        ("haw", "haw"),
+        ("Haitian Creole", "ht"),
+        ("haitian", "ht"),
+        ("jv", "jw"),
+        ("fil", "tl"),
+        ("Filipino", "tl"),
+        ("norwegian nynorsk", "nn"),
+        ("Burmese", "my"),
+        ("myanmar", "my"),
+        ("iw", "he"),
+    ],
+)
 def test_codes_names_and_regions_are_accepted_in_any_case(given, code):
     assert find_language(given) == code
     assert normalize_language(given) == code
@@ -62,22 +81,29 @@ def test_prompts_name_languages_from_the_table():
 def test_the_transcribe_task_refuses_a_bad_language_and_takes_names():
     with pytest.raises(InputError, match="unknown --language 'klingon'"):
         TranscribeTask(RunConfig(task="transcribe", inputs=[], out="/o", language="klingon"))
-    assert TranscribeTask(RunConfig(task="transcribe", inputs=[], out="/o", language="German")).language == "de"
+    assert (
+        TranscribeTask(RunConfig(task="transcribe", inputs=[], out="/o", language="German")).language == "de"
+    )
     assert TranscribeTask(RunConfig(task="transcribe", inputs=[], out="/o")).language is None
 
 
 def test_a_manifest_language_is_read_as_its_code(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"")
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"id": "a", "path": "a.wav", "language": "English"}) + "\n"
-                        + json.dumps({"id": "b", "path": "a.wav", "language": "pt-BR"}) + "\n")
+    manifest.write_text(
+        json.dumps({"id": "a", "path": "a.wav", "language": "English"})
+        + "\n"
+        + json.dumps({"id": "b", "path": "a.wav", "language": "pt-BR"})
+        + "\n"
+    )
     items = read_inputs([str(manifest)]).items
     assert [i.language for i in items] == ["en", "pt"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([OMNIBATCH, *args], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [OMNIBATCH, *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
 
 
 def test_cli_refuses_a_bad_language_before_anything_runs(tmp_path):
@@ -93,8 +119,12 @@ def test_cli_refuses_a_bad_language_before_anything_runs(tmp_path):
 def test_cli_refuses_a_bad_manifest_language_with_its_line(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"")
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"id": "a", "path": "a.wav", "language": "en"}) + "\n"
-                        + json.dumps({"id": "b", "path": "a.wav", "language": "klingon"}) + "\n")
+    manifest.write_text(
+        json.dumps({"id": "a", "path": "a.wav", "language": "en"})
+        + "\n"
+        + json.dumps({"id": "b", "path": "a.wav", "language": "klingon"})
+        + "\n"
+    )
     out = tmp_path / "d"
     result = run_cli("transcribe", str(manifest), "--out", str(out))
     assert result.returncode == 2, result.stderr

@@ -331,4 +331,5 @@ def test_the_file_confidence_is_the_token_weighted_mean():
     assert mean_logprob([Generation("r", "c")]) is None
     out = stitch([Chunk("f", k, 10.0 * k, 10.0 * k + 9) for k in range(3)], gens)
     assert out.avg_logprob == pytest.approx(-0.4)
-    assert [s.avg_logprob for s in out.segments] == [-0.2, -1.0, None]  # segments without timestamps: the chunk's
+    # Segments without timestamps (one per chunk) have their chunk's.
+    assert [s.avg_logprob for s in out.segments] == [-0.2, -1.0, None]

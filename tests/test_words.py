@@ -47,7 +47,10 @@ def test_timed_words_join_pieces_into_the_text_s_words():
 def test_timed_words_in_scripts_without_spaces_keep_each_piece():
     words = timed_words(["我", "们", "好"], [1, 2, 1], [0.0, 0.2, 0.3, 0.5, 0.7], None, spaced=False)
     assert [(w.text, w.start_s, w.end_s, w.probability) for w in words] == [
-        ("我", 0.0, 0.2, None), ("们", 0.2, 0.5, None), ("好", 0.5, 0.7, None)]
+        ("我", 0.0, 0.2, None),
+        ("们", 0.2, 0.5, None),
+        ("好", 0.5, 0.7, None),
+    ]
 
 
 def test_timed_words_without_an_end_time_end_where_they_start():
@@ -103,7 +106,10 @@ def test_snap_keeps_words_in_order_and_never_empty_of_sound():
     for trial in range(50):
         parts = []
         for _ in range(6):
-            parts += [quiet(rng.uniform(0.0, 0.5), 1e-4, trial), tone(rng.uniform(0.1, 0.5), 150 + 50 * trial % 300)]
+            parts += [
+                quiet(rng.uniform(0.0, 0.5), 1e-4, trial),
+                tone(rng.uniform(0.1, 0.5), 150 + 50 * trial % 300),
+            ]
         audio = np.concatenate(parts)
         duration = audio.size / SR
         cuts = np.sort(rng.uniform(0, duration, 7))

@@ -409,9 +409,10 @@ class VllmEngine:
         completion = output.outputs[0]
         tokens = until_stop(list(completion.token_ids), self._eos_ids)
         # vLLM's own reasons beyond stop and length ("abort", ...) are not a finished generation: None.
-        generation = finish_generation(request.id, decode_reply(self.processor.tokenizer, tokens),
-                                       variant=self.spec.variant, prompt_tokens=len(output.prompt_token_ids or ()),
-                                       output_tokens=len(tokens), finish_reason=completion.finish_reason)
+        generation = finish_generation(
+            request.id, decode_reply(self.processor.tokenizer, tokens), variant=self.spec.variant,
+            prompt_tokens=len(output.prompt_token_ids or ()), output_tokens=len(tokens),
+            finish_reason=completion.finish_reason)
         return replace(generation, avg_logprob=mean_logprob(tokens, getattr(completion, "logprobs", None)))
 
 

@@ -131,8 +131,9 @@ class WhisperDecoder:
         # faster-whisper lists large-v3's languages for every multilingual model: keep the ones this
         # model's vocabulary has a token for (Whisper base has no <|yue|>).
         vocabulary = model.hf_tokenizer
-        self.languages = frozenset(code for code in model.supported_languages
-                                   if not self.multilingual or vocabulary.token_to_id(f"<|{code}|>") is not None)
+        self.languages = frozenset(
+            code for code in model.supported_languages
+            if not self.multilingual or vocabulary.token_to_id(f"<|{code}|>") is not None)
         self._tokenizers: dict[str | None, object] = {}
         self._suppress = list(get_suppressed_tokens(self.tokenizer("en"), [-1]))
         self.max_length = int(model.max_length)
@@ -162,7 +163,8 @@ class WhisperDecoder:
 
     def detect(self, encoded: Encoded) -> list[tuple[str, float]]:
         """Each row's most likely language and its probability, from the encoder output."""
-        return [(ranked[0][0][2:-2], float(ranked[0][1])) for ranked in self._ct2.detect_language(encoded.output)]
+        ranked = self._ct2.detect_language(encoded.output)
+        return [(best[0][0][2:-2], float(best[0][1])) for best in ranked]
 
     def decode(self, audios: list[np.ndarray], languages: list[str | None], *, word_times: list[bool],
                beam_size: int, max_new_tokens: int, timestamps: bool = True) -> list[ChunkDecode]:
@@ -197,7 +199,8 @@ class WhisperDecoder:
             tok = self.tokenizer(lang)
             ids = list(result.sequences_ids[0])
             duration = audio.size / SAMPLE_RATE
-            pieces, stopped = split_at_timestamps(ids, timestamp_begin=tok.timestamp_begin, duration_s=duration)
+            pieces, stopped = split_at_timestamps(ids, timestamp_begin=tok.timestamp_begin,
+                                                  duration_s=duration)
             # The pipeline's mean: the beam's length-normalized score times the length, over length + 1.
             avg = float(result.scores[0]) * len(ids) / (len(ids) + 1) if result.scores else None
             no_speech = float(result.no_speech_prob)

@@ -166,8 +166,8 @@ class WhisperEngine(BatchingEngine):
                  and audios[k].size / SAMPLE_RATE - d.stopped_at >= _MIN_RESEEK_S]
         if rests and depth < _MAX_RESEEKS:
             # The rest is decoded in the language the chunk was decoded in.
-            rest = [replace(requests[k], audio=audios[k][int(stop * SAMPLE_RATE):], language=decodes[k].language)
-                    for k, stop in rests]
+            rest = [replace(requests[k], audio=audios[k][int(stop * SAMPLE_RATE):],
+                            language=decodes[k].language) for k, stop in rests]
             again = self._run_batch(rest, depth + 1)
             for (k, stop), gen in zip(rests, again):
                 generations[k] = _append(generations[k], gen, offset=stop)

@@ -228,8 +228,8 @@ def _read_language(entry: Mapping[str, Any], problems: list[str]) -> str | None:
         return None
     code = find_language(value)
     if code is None:
-        problems.append(f'"language" {value.strip()!r} is not a language omnibatch knows: give a code such as '
-                        '"en" or an English name (README, "Languages", lists them)')
+        problems.append(f'"language" {value.strip()!r} is not a language omnibatch knows: give a code '
+                        'such as "en" or an English name (README, "Languages", lists them)')
     return code
 
 

@@ -58,7 +58,8 @@ def text_width(text: str) -> int:
 def to_cues(segments: Sequence[Segment], max_line: int = MAX_LINE, max_lines: int = MAX_LINES) -> list[Cue]:
     """Cues for `segments` (in order), each at most `max_lines` lines of at most `max_line` wide."""
     if max_line < 1 or max_lines < 1:
-        raise ValueError(f"cues need a line width and a line count of at least 1, got {max_line} and {max_lines}")
+        raise ValueError(f"cues need a line width and a line count of at least 1, got {max_line} and "
+                         f"{max_lines}")
     cues: list[Cue] = []
     for seg in segments:
         timed = [w for w in seg.words or [] if w.text.strip()]

@@ -71,10 +71,11 @@ class TranscribeTask(NoSpeech):
         segments, words = [], []
         for i, s in enumerate(stitched.segments):
             segments.append(SegmentRow(id=item.id, index=i, start_s=s.start_s, end_s=s.end_s, text=s.text,
-                                       avg_logprob=_rounded(s.avg_logprob), no_speech_prob=_rounded(s.no_speech_prob)))
+                                       avg_logprob=_rounded(s.avg_logprob),
+                                       no_speech_prob=_rounded(s.no_speech_prob)))
             for w in s.words or []:
-                words.append(WordRow(id=item.id, segment=i, index=len(words), start_s=w.start_s, end_s=w.end_s,
-                                     word=w.text, probability=_rounded(w.probability)))
+                words.append(WordRow(id=item.id, segment=i, index=len(words), start_s=w.start_s,
+                                     end_s=w.end_s, word=w.text, probability=_rounded(w.probability)))
         row = TranscribeRow.extend(base, text=stitched.text, num_chunks=len(chunks),
                                    language_probability=probability, avg_logprob=stitched.avg_logprob)
         row.language = language
