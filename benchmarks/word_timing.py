@@ -179,13 +179,16 @@ def run_whisper(path: Path, engine) -> tuple[list[tuple[str, float]], list, list
 
 def run_aligner(chunks, audios, truth: list[Truth], aligner) -> list[tuple[str, float]]:
     """The Qwen engines' aligner on each chunk, given the reference words whose middle lies in it."""
+    from omnibatch.chunking import TimeMap
+
     texts = []
-    for chunk in chunks:
-        inside = [t.word for t in truth if chunk.start_s <= (t.start_s + t.end_s) / 2 < chunk.end_s]
+    for chunk in chunks:  # a chunk of packed speech holds its pieces' audio only
+        inside = [t.word for t in truth
+                  if any(a <= (t.start_s + t.end_s) / 2 < b for a, b in chunk.spans)]
         texts.append(" ".join(inside))
     found = aligner.align(audios, texts, ["en"] * len(chunks))
     return [
-        (w.text, chunk.start_s + w.start_s)
+        (w.text, TimeMap.for_chunk(chunk).to_file(w.start_s))
         for chunk, aligned in zip(chunks, found)
         for w in aligned.words or []
     ]

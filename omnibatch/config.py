@@ -38,6 +38,7 @@ class TranscribeOptions:
     word_timestamps: bool  # words with times (DIR/words/)
     reference_key: str | None  # the manifest key holding a reference transcript (None: "text", NeMo's)
     normalizer: str  # how references and transcripts are normalized before WER/CER (omnibatch.scoring)
+    pack_speech: bool | None  # chunks of packed speech, pauses left out (None: for the whisper engine)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class CaptionOptions:
     max_pixels: int
     vad: bool  # clips are cut in pauses of speech
     max_new_tokens: int
+    frame_backend: str  # ffmpeg | decord: who samples a clip's frames (benchmarks/frame_backends.py)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class SummarizeOptions:
     summary_piece_chars: int
     speak: bool
     speaker: str
+    pack_speech: bool | None  # as transcribe's
 
 
 TaskOptions = Union[TranscribeOptions, CaptionOptions, SummarizeOptions]
@@ -94,6 +97,10 @@ class RunConfig:
     word_timestamps: bool = True  # transcribe: words with times (whisper's own; the aligner's for Qwen)
     chunk_seconds: float = 30.0
     vad: bool = True
+    # Speech chunks packed from pieces of speech, the pauses between them left out (as
+    # faster-whisper's batched pipeline does), instead of contiguous audio cut in pauses.
+    # None: packed for the whisper engine (measured better there), contiguous for the others.
+    pack_speech: bool | None = None
     # Task options: each task reads its own (TASK_OPTIONS), the others ignore them.
     fps: float = 1.0
     max_frames: int = 32
@@ -112,6 +119,7 @@ class RunConfig:
     rows_per_part: int = 1000
     # Media longer than this (probed) is refused before it is decoded: an error row, not hours of CPU.
     max_duration_s: float = DEFAULT_MAX_DURATION_S
+    frame_backend: str = "ffmpeg"  # caption: "decord" is faster on some inputs, heavier on long video
     reference_key: str | None = None
     normalizer: str = "basic"
     nemo_manifest: str | None = None  # write a NeMo-style manifest (pred_text beside the input keys) here
@@ -152,6 +160,13 @@ class RunConfig:
     def fingerprint(self) -> str:
         blob = json.dumps(self.fingerprinted_fields(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def packs_speech(self) -> bool:
+        """Whether speech chunks are packed speech (`pack_speech`, resolved for the engine)."""
+        if self.pack_speech is not None:
+            return bool(self.pack_speech)
+        return self.engine.strip().lower() == "whisper"
 
     def resolved_workers(self, engine_name: str | None = None) -> int:
         """Decode worker processes for this run: `workers` as given, or, when it is AUTO_WORKERS, the

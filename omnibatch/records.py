@@ -115,12 +115,20 @@ class MediaInfo:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A region [start_s, end_s) of one item, in the file's timeline."""
+    """A region [start_s, end_s) of one item, in the file's timeline.
+
+    `pieces` empty: the chunk's audio is all of [start_s, end_s). Otherwise the chunk is
+    packed speech: its audio is the concatenation of the pieces' samples, in order (each
+    piece a (start, end) span in file time, the first starting at start_s and the last
+    ending at end_s), and the silence between pieces is left out. `chunking.TimeMap`
+    maps a time in the chunk's audio back to the file.
+    """
 
     item_id: str
     index: int
     start_s: float
     end_s: float
+    pieces: tuple[tuple[float, float], ...] = ()
 
     @property
     def id(self) -> str:
@@ -128,8 +136,16 @@ class Chunk:
         return f"{self.item_id}#{self.index:05d}"
 
     @property
+    def spans(self) -> tuple[tuple[float, float], ...]:
+        """The file-time spans whose audio the chunk holds, in order."""
+        return self.pieces or ((self.start_s, self.end_s),)
+
+    @property
     def duration_s(self) -> float:
-        return self.end_s - self.start_s
+        """Seconds of audio the chunk holds (for packed speech, the pieces' total)."""
+        if not self.pieces:
+            return self.end_s - self.start_s
+        return sum(b - a for a, b in self.pieces)
 
 
 @dataclass

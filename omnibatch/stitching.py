@@ -5,7 +5,8 @@ Pure functions. Chunks that overlap (forced cuts inside continuous speech, see
 aligning the last words of chunk k with the first words of chunk k+1 and
 keeping each word once. Engines without timestamps give one segment per chunk;
 engines with them (whisper) have their chunk-relative times shifted onto the
-file's timeline. Words with times (whisper's, or an aligner's for Qwen
+file's timeline (through the pieces of a packed chunk: `chunking.TimeMap`). Words with
+times (whisper's, or an aligner's for Qwen
 transcripts) ride along with their segments: shifted the same way, and a word
 the seam removes from the text is removed from the words too, so every word
 left is said once, at its time in the file.
@@ -195,8 +196,9 @@ def _chunk_segments(chunk: Chunk, gen: Generation) -> list[Segment]:
                     words = []
                     for w in s.words:
                         w_start = to_file(w.start_s)
-                        words.append(replace(w, start_s=w_start, end_s=max(to_file(w.end_s), w_start)))
-                out.append(Segment(start, max(to_file(s.end_s), start), text, words=words,
+                        words.append(replace(w, start_s=w_start,
+                                             end_s=max(to_file(w.end_s, end=True), w_start)))
+                out.append(Segment(start, max(to_file(s.end_s, end=True), start), text, words=words,
                                    avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob))
         return out
     text = " ".join(gen.text.split())

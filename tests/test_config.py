@@ -130,3 +130,26 @@ def test_old_config_files_still_read():
     assert (config.workers, config.language, config.max_words) == (2, "en", 120)
     fresh = RunConfig(task="transcribe", inputs=[], out="/x", language="en")
     assert config.fingerprint() == fresh.fingerprint()
+
+
+def test_speech_is_packed_for_the_whisper_engine_unless_told():
+    base = RunConfig(task="transcribe", inputs=[], out="/o")
+    assert not base.packs_speech  # Qwen engines: contiguous chunks, as measured
+    assert replace(base, engine=" Whisper ").packs_speech
+    assert not replace(base, engine="whisper", pack_speech=False).packs_speech
+    assert replace(base, engine="vllm", pack_speech=True).packs_speech
+    # The plan changes the rows: a resumed run must not mix packed and contiguous chunks.
+    assert base.fingerprint() != replace(base, pack_speech=True).fingerprint()
+
+
+def test_the_caption_frame_backend_reaches_the_task_and_a_bad_one_is_refused():
+    import pytest
+
+    from omnibatch.errors import InputError
+    from omnibatch.run.executor import build_task
+
+    config = RunConfig(task="caption", inputs=[], out="/o", frame_backend="decord")
+    assert build_task(config).frame_backend == "decord"
+    assert config.fingerprint() != RunConfig(task="caption", inputs=[], out="/o").fingerprint()
+    with pytest.raises(InputError, match="--frame-backend must be ffmpeg or decord"):
+        build_task(RunConfig(task="caption", inputs=[], out="/o", frame_backend="opencv"))

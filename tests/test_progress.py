@@ -39,3 +39,12 @@ def test_not_a_terminal_writes_periodic_lines(caplog):
     meter.close()
     assert "1/3 files" in caplog.text
     assert not meter.bars  # no bars off a terminal
+
+
+def test_the_media_total_is_estimated_from_the_files_probed_so_far():
+    from omnibatch.run.progress import estimated_total
+
+    assert estimated_total(100.0, 0, 0, 0.0, 4) == 100.0  # everything known up front
+    assert estimated_total(100.0, 2, 0, 0.0, 4) == 100.0  # nothing probed yet: what is known
+    assert estimated_total(100.0, 2, 1, 30.0, 4) == 160.0  # two unknown files at the probed mean
+    assert estimated_total(100.0, 2, 4, 170.0, 4) == 170.0  # all probed: exact

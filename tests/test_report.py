@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mediagen import has_tool, make_audio
 
-from omnibatch.run.html_report import normalize_error
+from omnibatch.run.html_report import collect, normalize_error, slowest
 
 CHROMIUM = next((p for p in (shutil.which("chromium-headless-shell"), shutil.which("chromium"),
                              "/usr/lib/chromium/chromium-headless-shell") if p and Path(p).exists()), None)
@@ -22,6 +22,15 @@ def test_errors_group_by_cause():
     b = normalize_error("/data/y/b22.mp3: file not found", item_id="b22", path="/data/y/b22.mp3")
     assert a == b
     assert normalize_error("region 0.0-30.0 s: out of memory") == normalize_error("region 30.0-60.0 s: out of memory")
+
+
+def test_slowest_files_by_processing_time_then_old_rows_by_media():
+    rows = [{"id": "long-but-quick", "duration_s": 600.0, "processing_s": 2.0},
+            {"id": "short-but-slow", "duration_s": 5.0, "processing_s": 40.0},
+            {"id": "old-long", "duration_s": 900.0, "processing_s": None},  # a part from before the column
+            {"id": "old-short", "duration_s": 3.0}]
+    assert [r["id"] for r in slowest(rows)] == ["short-but-slow", "long-but-quick", "old-long", "old-short"]
+    assert [r["id"] for r in slowest(rows, 1)] == ["short-but-slow"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +60,16 @@ def test_status_json(run_folder):
     assert task["ok"] == 3 and task["error"] == 2
     report = data["report"][0]
     assert report["causes"][0]["count"] == 2  # both broken files fail for the same reason
-    assert report["longest"][0]["duration_s"] == pytest.approx(3.0, abs=0.1)
+    slow = report["slowest"]
+    assert len(slow) == 5 and all(f["processing_s"] is not None and f["processing_s"] >= 0 for f in slow)
+    taken = [f["processing_s"] for f in slow]
+    assert taken == sorted(taken, reverse=True)
+    # The rows agree with what the report read: every file row has its processing time.
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run_folder / "transcribe")
+    assert table.schema.field("processing_s").type == "double"
+    assert sorted(table.column("processing_s").to_pylist(), reverse=True) == taken
     assert sum(p["media_s"] for p in report["points"]) == pytest.approx(6.0, abs=0.2)
 
 
@@ -80,7 +98,23 @@ def test_html_report_renders_in_chromium(run_folder, tmp_path):
         assert box["width"] > 300 and box["height"] > 150  # the plot is drawn at its size
         cause = page.locator("#transcribe-error-causes rect.bar")
         assert cause.count() == 1 and cause.first.get_attribute("data-count") == "2"
-        assert page.locator("tr.longest").count() == 5
-        assert "tone2" in page.locator("tr.longest").first.inner_text()
+        assert page.locator("tr.slowest").count() == 5
+        took = [float(t.removesuffix(" s")) for t in page.locator("tr.slowest td.processing").all_inner_texts()]
+        assert took == sorted(took, reverse=True) and all(t >= 0 for t in took)
+        assert "Slowest files" in page.inner_text("body")
         browser.close()
     assert all(u.startswith("file:") for u in requests)  # nothing fetched from anywhere
+
+
+def test_parts_written_before_processing_s_fall_back_to_longest(run_folder, tmp_path):
+    """A run folder whose parts predate the column: the report lists the longest files instead."""
+    import pyarrow.parquet as pq
+
+    old = tmp_path / "old"
+    shutil.copytree(run_folder, old)
+    for part in (old / "transcribe").glob("part-*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns(["processing_s"]), part)  # the schema's metadata goes with it
+    slow = collect(old).tasks[0].slowest
+    assert [f["processing_s"] for f in slow] == [None] * 5
+    assert slow[0]["id"].startswith("tone2") and slow[0]["duration_s"] == pytest.approx(3.0, abs=0.1)

@@ -185,3 +185,14 @@ def test_a_failed_file_stops_being_decoded(workers):
     assert by_id["next"].status == "ok"
     decoded_long = scheduler.regions + scheduler.discarded - 3  # what was queued ahead, and thrown away
     assert decoded_long < 100, f"{decoded_long} of the 400 regions decoded although the first failed"
+
+
+def test_every_row_records_how_long_its_file_took():
+    """`processing_s`: from the file's probe to its row, on ok rows and error rows alike."""
+    files = items({"id": "slow", "regions": 10, "slow_s": 0.05}, {"id": "quick", "regions": 1},
+                  {"id": "noprobe", "fail": "probe"})
+    rows, _, _ = run(FakeTask(rounds=(1,)), files, FakeEngine(), workers=1)
+    by_id = {r.id: r for r in rows}
+    assert all(r.processing_s is not None and r.processing_s >= 0 for r in rows), by_id
+    assert by_id["slow"].processing_s >= 0.45  # its ten regions took 0.05 s each to decode, after the probe
+    assert by_id["noprobe"].status == "error" and by_id["noprobe"].processing_s < by_id["slow"].processing_s

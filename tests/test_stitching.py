@@ -261,6 +261,23 @@ def test_words_move_with_their_segments_onto_the_file_timeline():
     assert all(w.probability == 0.9 for w in words_out)
 
 
+def test_packed_speech_maps_segments_and_words_back_through_its_pieces():
+    # Chunk 0's audio: [0, 4) is file 10-14, [4, 10) is file 30-36 (the 16 s between left out).
+    chunks = [Chunk("f", 0, 10.0, 36.0, ((10.0, 14.0), (30.0, 36.0))), Chunk("f", 1, 40.0, 45.0)]
+    first = Segment(0.5, 3.9, "one two", words=[Word(0.5, 1.0, "one", 0.9), Word(3.0, 4.0, "two", 0.8)])
+    second = Segment(4.0, 9.5, "three four", words=[Word(4.0, 4.6, "three"), Word(8.2, 9.5, "four")])
+    out = stitch(chunks, [gen("one two three four", [first, second]),
+                          gen("five", [Segment(1.0, 2.0, "five", words=[Word(1.0, 2.0, "five")])])],
+                 duration_s=50.0)
+    assert [(s.start_s, s.end_s, s.text) for s in out.segments] == [
+        (10.5, 13.9, "one two"), (30.0, 35.5, "three four"), (41.0, 42.0, "five")]
+    got = [(w.text, w.start_s, w.end_s) for s in out.segments for w in s.words]
+    # "two" ends where piece 0 ends (14 s), not at the start of piece 1; "three" starts piece 1.
+    assert got == [("one", 10.5, 11.0), ("two", 13.0, 14.0), ("three", 30.0, 30.6), ("four", 34.2, 35.5),
+                   ("five", 41.0, 42.0)]
+    assert out.text == "one two three four five"
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_words_said_twice_in_an_overlap_are_kept_once(seed):
     """Fixed overlapping chunks of timed words, each chunk's words timed in its own audio: after

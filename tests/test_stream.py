@@ -16,7 +16,7 @@ import pytest
 from _longform_media import PASSAGE, SAMPLE_RATE, have_espeak, lay_out, speak
 from mediagen import make_video, truncate_copy, write_bytes
 
-from omnibatch.chunking import ChunkingOptions, plan_chunks, plan_fixed_chunks
+from omnibatch.chunking import ChunkingOptions, pack_chunks, packing_options, plan_chunks, plan_fixed_chunks
 from omnibatch.clipping import ClipOptions, plan_clips
 from omnibatch.errors import MediaError
 from omnibatch.media import decode_audio, probe, stream_audio
@@ -124,6 +124,33 @@ def test_samples_equal_seek_decoded_ones(talk):
         a, r = audio[edge : n - edge], ref[edge : n - edge]
         assert np.corrcoef(a, r)[0, 1] > 0.99
         assert np.sqrt(np.mean((a - r) ** 2) / np.mean(r**2)) < 0.15
+
+
+def test_packed_speech_from_one_stream(talk, ffmpeg_runs):
+    """Packed chunks: pieces cut at every long pause, packed up to max_chunk_s of audio, each
+    chunk's samples its pieces' samples one after another; one ffmpeg process."""
+    flac, _, truth = talk
+    d = duration(flac)
+    opt = ChunkingOptions(max_chunk_s=20.0, overlap_s=1.0, pad_s=0.2)  # room for two sentences or three
+    got = list(stream_speech_chunks(flac, d, opt, item_id="t", pack=True))
+    assert len(ffmpeg_runs) == 1
+    chunks = [c for c, _ in got]
+    pieces = plan_chunks(detect_speech(stream_audio(flac)), d, packing_options(opt), item_id="t")
+    assert chunks == pack_chunks(pieces, opt.max_chunk_s, item_id="t")  # the offline plan, online
+    assert len(chunks) < len(plan_chunks(detect_speech(stream_audio(flac)), d, opt))  # fewer, fuller
+    assert any(len(c.pieces) > 1 for c in chunks)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    whole = decode_audio(flac)
+    for c, audio in got:
+        assert c.duration_s <= opt.max_chunk_s + 1e-6
+        assert c.spans[0][0] == c.start_s and c.spans[-1][1] == c.end_s
+        ref = np.concatenate([whole[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)] for a, b in c.spans])
+        assert abs(audio.size - ref.size) <= 2 * len(c.spans)
+        n = min(audio.size, ref.size)
+        np.testing.assert_array_equal(audio[:n], ref[:n])
+    for a, b in truth:  # every sentence is inside some piece
+        for t in np.linspace(a + 0.1, b - 0.1, 50):
+            assert any(x <= t <= y for c in chunks for x, y in c.spans), t
 
 
 def test_fixed_chunks_when_vad_is_off(talk, ffmpeg_runs):

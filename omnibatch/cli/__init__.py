@@ -56,9 +56,9 @@ def main() -> None:
 
         print(printable(refusal_line(exc), keep_newlines=True), file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(1)
+    except typer.Abort:  # Ctrl-C outside a run (a run handles it itself: its finished files are written)
+        print("aborted: run the same command again to resume", file=sys.stderr)
+        sys.exit(3)
     except Exception as exc:  # noqa: BLE001 - never a raw traceback: one line and the contract's exit code
         from omnibatch.cli.failures import exit_on_failure
 

@@ -48,7 +48,7 @@ def status(
     max_failed: Annotated[int, typer.Option(help="Failed items to list.")] = 20,
     html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="Also write a report page: "
                                                  "shards, throughput over time, errors by cause, the "
-                                                 "longest files, with plots (one file, nothing "
+                                                 "slowest files, with plots (one file, nothing "
                                                  "fetched).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status and report as one JSON object "
                                           "instead of text.")] = False,

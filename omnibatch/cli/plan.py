@@ -33,8 +33,10 @@ def plan(
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Measure instead of estimating: run a "
                                             "sample cut from several inputs through the engine and "
                                             "extrapolate.")] = False,
-    sample_seconds: Annotated[float, typer.Option(help="Media seconds --calibrate runs, cut from up to 4 "
-                                                  "files.")] = 120.0,
+    sample_seconds: Annotated[float, typer.Option(help="Media seconds --calibrate cuts, from up to 6 files; "
+                                                  "it runs a third, two thirds and all of them.")] = 180.0,
+    calibrate_repeats: Annotated[int, typer.Option(min=1, help="How often --calibrate runs each size (the "
+                                                   "median counts).")] = 3,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The run's output folder, if known: "
                                                 "durations are cached in its _run/durations.json.")] = None,
     workers: Workers = "auto",
@@ -65,7 +67,7 @@ def plan(
                                 engine_option=engine_option, inputs=list(inputs), model=model, engine=engine,
                                 workers=parse_workers(workers),
                                 **({"formats": ["parquet", "srt", "vtt", "txt"]} if task == "transcribe" else {}))
-            profile = measure(config, items, durations, sample_s=sample_seconds)
+            profile = measure(config, items, durations, sample_s=sample_seconds, repeats=calibrate_repeats)
         else:
             chosen = engine
             if chosen == "auto":

@@ -51,6 +51,11 @@ def transcribe(
     retry_errors: RetryErrors = False,
     chunk_seconds: Annotated[float, typer.Option(help="Longest region sent to the model; cuts fall in "
                                                  "pauses.")] = 30.0,
+    pack_speech: Annotated[Optional[bool], typer.Option(
+        "--pack-speech/--no-pack-speech",
+        help="Pack pieces of speech into each region, the pauses between them left out (up to "
+             "--chunk-seconds of speech), instead of contiguous audio. Default: on for --engine whisper, "
+             "off for the others.", show_default=False)] = None,
     workers: Workers = "auto",
     max_duration: MaxDuration = "6h",
     parallel: Parallel = 1,
@@ -67,7 +72,8 @@ def transcribe(
                         max_duration_s=parse_duration(max_duration),
                         word_timestamps=word_timestamps, max_line_width=max_line_width,
                         max_line_count=max_line_count, reference_key=reference_key, normalizer=normalizer,
-                        nemo_manifest=str(nemo_manifest) if nemo_manifest else None)
+                        nemo_manifest=str(nemo_manifest) if nemo_manifest else None,
+                        pack_speech=pack_speech)
     run_and_exit(config, verbose, parallel)
 
 
@@ -87,6 +93,11 @@ def caption(
     fps: Annotated[float, typer.Option(help="Video frames sampled per second of each clip (lowered to fit "
                                        "--max-frames).")] = 1.0,
     max_frames: Annotated[int, typer.Option(help="Most frames sampled from one clip.")] = 32,
+    frame_backend: Annotated[str, typer.Option(
+        metavar="ffmpeg|decord",
+        help="Who samples each clip's frames. ffmpeg (default) streams only the clip's span and keeps memory "
+             "flat; decord seeks to each frame, 8-26% faster on most clips measured (slower late in long-GOP "
+             "files) but about 3x the peak memory on long video (benchmarks/frame_backends.py).")] = "ffmpeg",
     max_pixels: Annotated[int, typer.Option(help="Pixel budget per frame (width x height); frames are "
                                             "scaled down to fit, keeping their shape.")] = 256 * 32 * 32,
     clip_seconds: Annotated[float, typer.Option(help="Longest clip captioned at once; long files are cut "
@@ -104,6 +115,7 @@ def caption(
                         inputs=dataset_inputs(inputs, dataset, split, audio_column, max_download_bytes),
                         model=model, engine=engine, retry_errors=retry_errors, fps=fps,
                         max_frames=max_frames, max_pixels=max_pixels, clip_seconds=clip_seconds,
+                        frame_backend=frame_backend,
                         workers=parse_workers(workers), max_new_tokens=max_new_tokens,
                         max_duration_s=parse_duration(max_duration))
     run_and_exit(config, verbose, parallel)

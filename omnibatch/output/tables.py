@@ -30,6 +30,7 @@ FILE_COLUMNS: list[pa.Field] = [
     pa.field("extra", pa.string()),  # the manifest's unknown keys, as a JSON object
     pa.field("truncated", pa.int32()),  # the file's generations cut at their token limit (0: none)
     pa.field("reasoning", pa.string()),  # a Thinking model's reasoning, apart from the answer (else null)
+    pa.field("processing_s", pa.float64()),  # wall seconds from the file's probe to its row being finished
 ]
 
 R = TypeVar("R", bound="FileRow")
@@ -52,6 +53,7 @@ class FileRow:
     extra: str | None = None
     truncated: int | None = None
     reasoning: str | None = None
+    processing_s: float | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(FILE_COLUMNS)
 

@@ -77,6 +77,8 @@ class CaptionTask(NoSpeech):
 
     def __post_init__(self) -> None:
         check_caption_config(self.config)
+        if self.frame_backend not in ("ffmpeg", "decord", "auto"):
+            raise InputError(f"--frame-backend must be ffmpeg or decord, got {self.frame_backend!r}")
         if self.variant is None:
             from omnibatch.models.resolve import resolve_model
 

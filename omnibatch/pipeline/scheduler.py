@@ -16,6 +16,7 @@ as final once their WAV is written.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class Scheduler:
         # Progress counters (read by omnibatch.run.progress from another thread): media seconds
         # decoded and answered, answered regions, spoken files.
         self.decoded_s = 0.0
+        self.probed_files, self.probed_s = 0, 0.0  # for the progress total: durations as files are probed
         self.engine_done_s = 0.0
         self.regions_done = 0
         self.spoken = 0
@@ -86,6 +88,7 @@ class Scheduler:
         self._out: deque[Finished] = deque()
         self._source = None
         self._seqs: dict[int, int] = {}  # id(FileWork) -> its file number, to cancel its decoding
+        self._started: dict[str, float] = {}  # staged row id -> its file's start, for processing_s
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -160,7 +163,10 @@ class Scheduler:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Probed):
-            file = self.files[event.seq] = FileWork(self.items[event.seq], info=event.info)
+            self.probed_files += 1
+            self.probed_s += event.info.duration_s or 0.0
+            file = self.files[event.seq] = FileWork(self.items[event.seq], info=event.info,
+                                                    started=time.monotonic())
             self._seqs[id(file)] = event.seq
         elif isinstance(event, Decoded):
             file = self.files[event.seq]
@@ -180,7 +186,7 @@ class Scheduler:
             if not file.closed and file.first_pass_done:
                 self._advance(file)
         elif isinstance(event, Failed):
-            file = self.files.setdefault(event.seq, FileWork(self.items[event.seq]))
+            file = self.files.setdefault(event.seq, FileWork(self.items[event.seq], started=time.monotonic()))
             if not file.closed:
                 file.fail(event.stage, event.error)
                 self._close_failed(file)
@@ -247,11 +253,14 @@ class Scheduler:
             if disk_full(exc):
                 raise  # not this file's fault: the run stops, and the file is redone when there is room
             base.fail("finish", describe(exc))
-            self._emit(FileResult(row=self.task.row_type.extend(base)))
+            self._emit(FileResult(row=self.task.row_type.extend(_timed(base, file.started))))
             return
+        _timed(result.row, file.started)
         if result.error:
             result.row.fail("finish", result.error)
         elif self.task.speech_request(result.row) is not None:
+            if file.started is not None:
+                self._started[result.row.id] = file.started
             self.to_speak.append(result)
             self._out.append(Finished(result, staged=True))
             return
@@ -264,7 +273,7 @@ class Scheduler:
             self._source.cancel(seq)  # the rest of its regions would be thrown away
         base = note_generations(self.base_row(file.item, file.info), file_generations(file))
         base.fail(file.error_stage or "decode", file.error or "failed")
-        self._emit(FileResult(row=self.task.row_type.extend(base)))
+        self._emit(FileResult(row=self.task.row_type.extend(_timed(base, file.started))))
 
     def _emit(self, result: FileResult) -> None:
         if result.row.error and self.should_stop():
@@ -294,12 +303,25 @@ class Scheduler:
                 self._check_stop()
                 batch = todo[start:start + size]
                 requests = [self.task.speech_request(r.row) for r in batch]
+                began = time.monotonic()
                 for result, spoken in zip(batch, self.task.speak(engine, requests), strict=True):
                     self.task.apply_speech(result.row, spoken)
+                    row = result.row
+                    if row.id in self._started:
+                        _timed(row, self._started.pop(row.id))
+                    elif row.processing_s is not None:  # staged by an earlier attempt: add its speech
+                        row.processing_s = round(row.processing_s + time.monotonic() - began, 3)
                     self.spoken += 1
                     yield Finished(result)
         finally:
             engine.close()
+
+
+def _timed(row: FileRow, started: float | None) -> FileRow:
+    """`row` with its `processing_s`: wall seconds from its file's first decode event to now."""
+    if started is not None:
+        row.processing_s = round(time.monotonic() - started, 3)
+    return row
 
 
 def printable_generation(generation: Generation) -> None:

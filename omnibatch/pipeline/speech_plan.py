@@ -10,6 +10,8 @@ from omnibatch.chunking import ChunkingOptions
 from omnibatch.config import RunConfig
 from omnibatch.records import Chunk, MediaInfo, MediaItem
 
+PACK_MIN_SILENCE_S = 0.16  # the VAD's shortest pause when speech is packed
+
 
 def chunking_options(chunk_seconds: float) -> ChunkingOptions:
     """Chunks of at most `chunk_seconds`; overlap and padding shrink with very short chunks so
@@ -21,10 +23,14 @@ def chunking_options(chunk_seconds: float) -> ChunkingOptions:
 
 def speech_chunks(item: MediaItem, info: MediaInfo, config: RunConfig) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Each speech chunk of the file with its samples, cut in pauses as the stream goes by
-    (fixed overlapping chunks when VAD is off). One ffmpeg process, no seeking."""
+    (fixed overlapping chunks when VAD is off), or packed from pieces of speech with the pauses
+    left out when `config.packs_speech` (VAD on). One ffmpeg process, no seeking."""
     from omnibatch.pipeline.stream import stream_speech_chunks
     from omnibatch.vad import VadOptions
 
-    vad = VadOptions() if config.vad else None
+    pack = config.packs_speech and config.vad
+    # Packed speech cuts in any pause the VAD finds, so it looks for shorter ones (as the peer's
+    # batched pipeline does, 160 ms): more places to cut, so windows fill closer to chunk_seconds.
+    vad = (VadOptions(min_silence_s=PACK_MIN_SILENCE_S) if pack else VadOptions()) if config.vad else None
     return stream_speech_chunks(item.path, info.duration_s, chunking_options(config.chunk_seconds), vad,
-                                item_id=item.id)
+                                item_id=item.id, pack=pack)

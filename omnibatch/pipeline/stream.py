@@ -26,7 +26,13 @@ from typing import Protocol, cast
 
 import numpy as np
 
-from omnibatch.chunking import ChunkingOptions, OnlineChunker, plan_fixed_chunks
+from omnibatch.chunking import (
+    ChunkingOptions,
+    OnlineChunker,
+    SpeechPacker,
+    packing_options,
+    plan_fixed_chunks,
+)
 from omnibatch.clipping import ClipOptions, OnlineClipper, plan_clips
 from omnibatch.media import SAMPLE_RATE, stream_audio
 from omnibatch.records import Chunk
@@ -57,6 +63,7 @@ def stream_speech_chunks(
     *,
     item_id: str,
     lookahead_s: float | None = None,
+    pack: bool = False,
     block_s: float = BLOCK_S,
     read_ahead: int = READ_AHEAD,
     stats: StreamStats | None = None,
@@ -68,6 +75,10 @@ def stream_speech_chunks(
     overlapping chunks of `plan_fixed_chunks`, from the same single stream. A chunk's
     samples are what `decode_audio(path, start_s=..., duration_s=...)` would give, up to
     the resampler's edge effects; fewer where the audio ends before `duration_s`.
+    `pack` (with VAD): packed speech. The file is cut into pieces at every pause longer than
+    twice the pad (`packing_options`), and consecutive pieces are packed into chunks of at
+    most `max_chunk_s` of audio (`SpeechPacker`): a chunk's samples are its pieces' samples
+    one after another, and `chunk.pieces` says where each came from in the file.
     Raises MediaError when ffmpeg cannot decode the audio (possibly after some chunks).
     """
     duration = float(duration_s)
@@ -77,6 +88,11 @@ def stream_speech_chunks(
     if vad is None:
         planned = plan_fixed_chunks(duration, chunking.max_chunk_s, chunking.overlap_s, item_id=item_id)
         cuts = _cut(blocks, None, _Planned(planned), with_audio=True, stats=stats)
+    elif pack:
+        chunker = OnlineChunker(packing_options(chunking), duration, item_id, lookahead_s=lookahead_s)
+        pieces = _cut(blocks, SpeechDetector(vad), chunker, with_audio=True, stats=stats)
+        cuts = _packed(cast(Iterator[tuple[Chunk, np.ndarray]], pieces),
+                       SpeechPacker(chunking.max_chunk_s, item_id), stats)
     else:
         chunker = OnlineChunker(chunking, duration, item_id, lookahead_s=lookahead_s)
         cuts = _cut(blocks, SpeechDetector(vad), chunker, with_audio=True, stats=stats)
@@ -192,6 +208,40 @@ def _cut(
             yield take(ready.popleft())
     finally:
         close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+
+
+def _packed(
+    pieces: Iterator[tuple[Chunk, np.ndarray]], packer: SpeechPacker, stats: StreamStats | None
+) -> Iterator[tuple[Chunk, np.ndarray]]:
+    """Pack the pieces (with their samples) into chunks; a chunk's samples are its pieces' in order.
+
+    Only the pieces of the chunk being filled are held: at most `max_chunk_s` of samples.
+    """
+    held: deque[tuple[Chunk, np.ndarray]] = deque()
+    count = 0
+
+    def samples_of(chunk: Chunk) -> np.ndarray:
+        nonlocal count
+        parts = []
+        while held and held[0][0].start_s < chunk.end_s - 1e-6:
+            parts.append(held.popleft()[1])
+        count += 1
+        if stats is not None:
+            stats.chunks = count  # chunks handed out, not pieces
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    try:
+        for piece, audio in pieces:
+            closed = packer.add(piece)
+            for chunk in closed:
+                yield chunk, samples_of(chunk)
+            held.append((piece, audio))
+        for chunk in packer.finish():
+            yield chunk, samples_of(chunk)
+    finally:
+        close = getattr(pieces, "close", None)
         if close is not None:
             close()
 

@@ -59,6 +59,7 @@ class FileWork:
     error: str | None = None
     error_stage: str | None = None
     closed: bool = False  # its row has been handed on; late generations are dropped
+    started: float | None = None  # time.monotonic() at its first decode event (Probed or Failed)
 
     def fail(self, stage: str, error: str) -> None:
         if self.error is None:

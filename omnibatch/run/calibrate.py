@@ -1,22 +1,31 @@
 """`omnibatch plan --calibrate`: measure the engine on a small sample of the user's own media.
 
-A few files are picked across the duration range, a piece of each is cut (from
-10% into the file, so intros and silence at the start weigh less), and the
-pieces run through the engine and options of the planned run, twice, each time
-as a fresh `omnibatch run-shard` process in a private temporary folder (what a
-Slurm array task runs): once over about half of the pieces, once over all. What
-it measures, from the two wall times:
+A few files are picked across the duration range, pieces are cut from each
+(from 10% into the file, so intros and silence at the start weigh less), and
+runs over a third, two thirds and all of the pieces go through the engine and
+options of the planned run, each several times (`repeats`, the sizes in a
+rotated order), each a fresh `omnibatch run-shard` process in a private
+temporary folder: what a Slurm array task runs, through the same `run_local` as
+`omnibatch transcribe|caption|summarize`, with the same options and decode
+worker count. From the median wall time of each size, a least-squares line
+`wall = startup_s + media_s / realtime_factor` gives:
 
 - `realtime_factor`: media seconds per wall second of the media-bound work
-  (decode, engine, stitching, writing): the extra media over the extra time;
+  (decode, engine, stitching, writing);
 - `startup_s`: what a shard pays whatever its media (the process, imports,
   loading weights, starting decode workers).
+
+The medians keep one run slowed by a noisy neighbour from moving the line; the
+fit over three sizes keeps the start cost from being the small difference of
+two noisy numbers.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -30,9 +39,11 @@ from omnibatch.records import MediaItem
 from omnibatch.run.throughput import ThroughputProfile
 
 log = logging.getLogger("omnibatch")
-DEFAULT_SAMPLE_S = 120.0
-DEFAULT_SAMPLE_FILES = 4
+DEFAULT_SAMPLE_S = 180.0
+DEFAULT_SAMPLE_FILES = 6
+DEFAULT_REPEATS = 3
 MIN_PIECE_S = 5.0
+MIN_PIECES = 3  # enough for three run sizes: a file picked alone gives several pieces
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,9 @@ class Piece:
 
 def choose_pieces(items: Sequence[MediaItem], durations: Sequence[float], *, sample_s: float = DEFAULT_SAMPLE_S,
                   files: int = DEFAULT_SAMPLE_FILES) -> list[Piece]:
-    """Up to `files` files spread over the duration range, a piece of about `sample_s / files` from each."""
+    """Up to `files` files spread over the duration range, about `sample_s / files` seconds from each
+    (in consecutive pieces where fewer files than MIN_PIECES are picked), ordered round-robin over
+    the files so that any leading share of the pieces mixes them."""
     usable = sorted((d, i) for i, d in enumerate(durations) if d >= MIN_PIECE_S)
     if not usable:
         raise InputError("nothing to calibrate on: no input is readable media of at least "
@@ -53,12 +66,42 @@ def choose_pieces(items: Sequence[MediaItem], durations: Sequence[float], *, sam
     picks = [usable[round(k * (len(usable) - 1) / max(count - 1, 1))] for k in range(count)]
     picks = list(dict.fromkeys(picks))
     each = sample_s / len(picks)
-    pieces = []
+    per_file = []
     for d, i in picks:
         length = min(each, d)
         start = min(0.1 * d, d - length)
-        pieces.append(Piece(items[i], start, length))
-    return pieces
+        split = max(1, min(math.ceil(MIN_PIECES / len(picks)), int(length // MIN_PIECE_S)))
+        step = length / split
+        per_file.append([Piece(items[i], start + k * step, step) for k in range(split)])
+    return [f[k] for k in range(max(len(f) for f in per_file)) for f in per_file if k < len(f)]
+
+
+def run_sizes(pieces: int) -> list[int]:
+    """How many of the pieces each run takes: a third, two thirds and all (fewer sizes for fewer pieces)."""
+    return sorted({max(1, math.ceil(pieces * f)) for f in (1 / 3, 2 / 3, 1.0)})
+
+
+def fit_profile(runs: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """(realtime_factor, startup_s) from (media seconds, wall seconds) runs: the least-squares line
+    through the median wall of each media size. None when the runs cannot separate the two (one
+    size only, or a line that does not rise)."""
+    by_size: dict[float, list[float]] = {}
+    for media, wall in runs:
+        by_size.setdefault(round(media, 3), []).append(wall)
+    points = [(m, statistics.median(w)) for m, w in sorted(by_size.items())]
+    if len(points) < 2:
+        return None
+    mean_m = sum(m for m, _ in points) / len(points)
+    mean_t = sum(t for _, t in points) / len(points)
+    sxx = sum((m - mean_m) ** 2 for m, _ in points)
+    slope = sum((m - mean_m) * (t - mean_t) for m, t in points) / sxx
+    if not slope > 0:
+        return None
+    startup = mean_t - slope * mean_m
+    if startup < 0:  # noise put the start below zero: the line through the origin instead
+        slope = sum(m * t for m, t in points) / sum(m * m for m, _ in points)
+        startup = 0.0
+    return 1.0 / slope, startup
 
 
 def cut_piece(piece: Piece, dest: Path, *, video: bool) -> Path:
@@ -80,36 +123,40 @@ def cut_piece(piece: Piece, dest: Path, *, video: bool) -> Path:
 
 
 def calibrate(config: RunConfig, items: Sequence[MediaItem], durations: Sequence[float], *,
-              sample_s: float = DEFAULT_SAMPLE_S, files: int = DEFAULT_SAMPLE_FILES) -> ThroughputProfile:
-    """Run the sample through the configured engine; the profile it measured.
-
-    Two runs, each a fresh `omnibatch run-shard` process as a Slurm array task runs it: one over
-    about half of the pieces, one over all of them. Both pay the same fixed costs (the process,
-    imports, loading the model, starting decode workers), so the difference between them is the
-    cost of the extra media alone: wall = startup + media / realtime_factor, solved from the two.
-    """
+              sample_s: float = DEFAULT_SAMPLE_S, files: int = DEFAULT_SAMPLE_FILES,
+              repeats: int = DEFAULT_REPEATS) -> ThroughputProfile:
+    """Run the sample through the configured engine; the profile it measured (see the module doc)."""
     from omnibatch.media import probe
 
+    if repeats < 1:
+        raise ValueError(f"the calibration repeats must be at least 1, got {repeats}")
     pieces = choose_pieces(items, durations, sample_s=sample_s, files=files)
+    runs: list[tuple[float, float]] = []
+    engine = ""
     with tempfile.TemporaryDirectory(prefix="omnibatch-calibrate-") as tmp:
         cuts = []
         for k, piece in enumerate(pieces):
             cuts.append(cut_piece(piece, Path(tmp) / f"piece-{k:02d}", video=config.task == "caption"))
         seconds = [probe(c).duration_s for c in cuts]
-        half = max(1, len(cuts) // 2)
-        small, full = _folder(Path(tmp) / "small", cuts[:half]), _folder(Path(tmp) / "full", cuts)
-        m1, m2 = sum(seconds[:half]), sum(seconds)
-        log.info("calibrating %s: %d pieces, %.0f s and %.0f s of media", config.engine, len(cuts), m1, m2)
-        t1, engine = _timed_run(config, small, Path(tmp) / "out-small")
-        t2, engine = _timed_run(config, full, Path(tmp) / "out-full")
-    if len(cuts) > 1 and t2 > t1 and m2 > m1:
-        rate = (m2 - m1) / (t2 - t1)
-        startup = max(0.0, t1 - m1 / rate)
-        how = (f"two runs here, {m1:.0f} s and {m2:.0f} s of media cut from {len(cuts)} of your files: {t1:.1f} s "
-               f"and {t2:.1f} s wall")
-    else:  # one piece only, or noise swamped the difference: all of it counts as throughput
-        rate, startup = m2 / t2, 0.0
-        how = f"one run here, {m2:.0f} s of media cut from your files in {t2:.1f} s wall (start not separated)"
+        sizes = run_sizes(len(cuts))
+        folders = {n: _folder(Path(tmp) / f"in-{n}", cuts[:n]) for n in sizes}
+        log.info("calibrating %s: %d pieces, runs of %s s of media, %d times each", config.engine, len(cuts),
+                 ", ".join(f"{sum(seconds[:n]):.0f}" for n in sizes), repeats)
+        for r in range(repeats):
+            for k in range(len(sizes)):
+                n = sizes[(k + r) % len(sizes)]  # rotated: slow spells of the machine spread over the sizes
+                wall, engine = _timed_run(config, folders[n], Path(tmp) / f"out-{n}-{r}")
+                runs.append((sum(seconds[:n]), wall))
+    fitted = fit_profile(runs)
+    walls = ", ".join(f"{m:.0f} s media in {t:.1f} s" for m, t in runs)
+    if fitted is not None:
+        rate, startup = fitted
+        how = (f"{len(runs)} runs here of pieces cut from {len({p.source.id for p in pieces})} of your files "
+               f"({walls}); a line fitted through each size's median wall")
+    else:  # one size only: all of it counts as throughput
+        media = sum(m for m, _ in runs)
+        rate, startup = media / sum(t for _, t in runs), 0.0
+        how = f"{len(runs)} runs here of one size ({walls}); start not separated"
     name = engine or config.engine
     return ThroughputProfile(engine=name, gpu=_device_kind(name), task=config.task, realtime_factor=rate,
                              startup_s=startup, source=f"measured: {how}", measured=True)

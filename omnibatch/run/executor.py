@@ -125,7 +125,7 @@ def build_task(config: RunConfig) -> Task:
     if config.task == "caption":
         from omnibatch.pipeline.caption import CaptionTask
 
-        return CaptionTask(config)
+        return CaptionTask(config, frame_backend=config.frame_backend)
     if config.task == "summarize":
         from omnibatch.pipeline.summarize import SummarizeTask
 
@@ -285,9 +285,9 @@ def _run_items(config: RunConfig, task: Task, plan: ResumePlan, rundir: RunDir, 
     scheduler = Scheduler(task, plan.fresh, feed, _base_row_maker(feed), workers=config.resolved_workers(),
                           should_stop=should_stop, max_duration_s=config.max_duration_s,
                           awaiting_speech=[FileResult(row=r) for r in plan.staged.values()])
-    from omnibatch.run.progress import RunProgress, Snapshot, known_media, watching
+    from omnibatch.run.progress import RunProgress, Snapshot, estimated_total, known_media, watching
 
-    media_s, to_probe = known_media(plan.fresh, config.out_dir)
+    media_s, unknown = known_media(plan.fresh, config.out_dir)
     meter = RunProgress(f"{config.task} {config.shard_label}", len(plan.fresh) + len(plan.staged), media_s,
                         interactive=progress, speech=config.task == "summarize")
     done = [0]
@@ -298,7 +298,10 @@ def _run_items(config: RunConfig, task: Task, plan: ResumePlan, rundir: RunDir, 
                         spoken=scheduler.spoken), len(scheduler.to_speak)
 
     try:
-        with watching(meter, snapshot, to_probe=to_probe):
+        files = len(plan.fresh)
+        total = (lambda: estimated_total(media_s, len(unknown), scheduler.probed_files, scheduler.probed_s,
+                                         files)) if unknown else None
+        with watching(meter, snapshot, total=total):
             for finished in scheduler.run():
                 output.add(finished)
                 if not finished.staged:

@@ -7,8 +7,9 @@ What it reads beyond `omnibatch.run.status`:
   curve of media hours done against wall time is the run's real pace, per shard;
 - errors grouped by cause: the error rows' `error_stage` and their message with
   file names, paths and numbers taken out;
-- the longest files: rows do not record how long each file took, and a file's
-  time grows with its media, so the longest ones are the slow ones to look at.
+- the slowest files: by each row's `processing_s` (wall seconds from the file's
+  probe to its row being finished); rows of parts written before that column
+  existed have none and follow, longest media first.
 
 The page is one self-contained HTML file: the plots are inline SVG drawn here,
 with no script and nothing fetched from anywhere.
@@ -29,7 +30,7 @@ from omnibatch.run.rundir import RunDir
 from omnibatch.run.status import RunStatus, read_status
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "report.html"
-LONGEST = 10
+SLOWEST = 10
 
 
 @dataclass
@@ -55,7 +56,7 @@ class TaskReport:
     started: float | None = None  # the first attempt's start: where the throughput curve begins
     points: list[PartPoint] = field(default_factory=list)
     causes: list[ErrorCause] = field(default_factory=list)
-    longest: list[dict] = field(default_factory=list)  # id, path, duration_s, status
+    slowest: list[dict] = field(default_factory=list)  # id, path, duration_s, processing_s, status
 
 
 @dataclass
@@ -110,7 +111,8 @@ def task_report(rundir: RunDir, config: RunConfig) -> TaskReport:
     rows: dict[str, dict] = {}
     for part in parts_of_run(part_files(rundir.table_dir(config.task)), config.fingerprint()):
         names = pq.read_schema(part).names
-        wanted = ["id", "path", "status", "error", "duration_s"] + (["error_stage"] if "error_stage" in names else [])
+        wanted = ["id", "path", "status", "error", "duration_s"] + [
+            c for c in ("error_stage", "processing_s") if c in names]
         table = pq.read_table(part, columns=wanted).to_pylist()
         media = sum(r["duration_s"] or 0.0 for r in table if r["status"] == "ok")
         shard = int(part.name.split("-")[1])
@@ -129,10 +131,18 @@ def task_report(rundir: RunDir, config: RunConfig) -> TaskReport:
         else:
             groups[key] = ErrorCause(stage, key[1], 1, r["id"], r["error"] or "")
     report.causes = sorted(groups.values(), key=lambda c: -c.count)
-    ordered = sorted(rows.values(), key=lambda r: -(r["duration_s"] or 0.0))[:LONGEST]
-    report.longest = [{"id": r["id"], "path": r["path"], "duration_s": r["duration_s"], "status": r["status"]}
-                      for r in ordered]
+    report.slowest = [{"id": r["id"], "path": r["path"], "duration_s": r["duration_s"],
+                       "processing_s": r.get("processing_s"), "status": r["status"]}
+                      for r in slowest(rows.values())]
     return report
+
+
+def slowest(rows, n: int = SLOWEST) -> list[dict]:
+    """The `n` rows that took longest (`processing_s`); rows without one (parts written before the
+    column existed) after them, longest media first, since a file's time grows with its media."""
+    timed = sorted((r for r in rows if r.get("processing_s") is not None), key=lambda r: -r["processing_s"])
+    untimed = sorted((r for r in rows if r.get("processing_s") is None), key=lambda r: -(r["duration_s"] or 0.0))
+    return (timed + untimed)[:n]
 
 
 # -- SVG ------------------------------------------------------------------------------------
@@ -223,10 +233,16 @@ def _task_section(t, r: TaskReport) -> str:
         f'<tr class="cause"><td>{html.escape(c.stage)}</td><td>{c.count}</td><td>{html.escape(c.message)}</td>'
         f'<td><code>{html.escape(c.example_id)}</code>: {html.escape(c.example_error[:300])}</td></tr>'
         for c in r.causes)
-    longest = "".join(
-        f'<tr class="longest"><td><code>{html.escape(str(f["id"]))}</code></td>'
+    slow = "".join(
+        f'<tr class="slowest"><td><code>{html.escape(str(f["id"]))}</code></td>'
+        f'<td class="processing">{_took(f["processing_s"])}</td>'
         f'<td>{(f["duration_s"] or 0) / 60:.1f} min</td><td>{html.escape(str(f["status"]))}</td>'
-        f'<td>{html.escape(str(f["path"] or ""))}</td></tr>' for f in r.longest)
+        f'<td>{html.escape(str(f["path"] or ""))}</td></tr>' for f in r.slowest)
+    untimed = sum(f["processing_s"] is None for f in r.slowest)
+    note = ("Wall time from each file's probe to its row being finished (it includes waiting for the "
+            "engine beside the other files in flight)."
+            + (f" {untimed} of them come from parts written before rows recorded it: those follow, "
+               "longest media first." if untimed else ""))
     shard_rows = "".join(
         f'<tr class="shard"><td>{html.escape(s.label)}</td><td class="state-{s.state}">{s.state}</td>'
         f'<td>{s.attempts}</td><td>{html.escape(s.detail or "")}</td></tr>' for s in t.shards)
@@ -248,10 +264,9 @@ def _task_section(t, r: TaskReport) -> str:
 <h3>Errors by cause</h3>
 {bars_svg(f"{t.task}-error-causes", stage_bars)}
 <table><tr><th>stage</th><th>items</th><th>cause</th><th>example</th></tr>{causes}</table>
-<h3>Longest files</h3>
-<p class="note">Rows do not record how long each file took; a file's time grows with its media, so these are
-the slow ones.</p>
-<table><tr><th>id</th><th>media</th><th>status</th><th>path</th></tr>{longest}</table>
+<h3>Slowest files</h3>
+<p class="note">{note}</p>
+<table><tr><th>id</th><th>took</th><th>media</th><th>status</th><th>path</th></tr>{slow}</table>
 </section>"""
 
 
@@ -264,6 +279,10 @@ def write_html(report: Report, path: Path) -> Path:
 
 def report_json(report: Report) -> str:
     return json.dumps(report.as_dict(), indent=1, default=str)
+
+
+def _took(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds:.1f} s" if seconds < 60 else _clock(seconds)
 
 
 def _clock(seconds: float) -> str:

@@ -14,7 +14,8 @@ The counts come from the scheduler's own counters (`Scheduler.decoded_s`,
 `engine_done_s`, `regions`, `regions_done`, `spoken`), read by a watcher thread,
 so a 40-minute file moves the bars chunk by chunk instead of jumping at its end.
 Media seconds not known before the run (no manifest duration, no
-`_run/durations.json`) are probed in that thread; the bars' totals grow as they land.
+`_run/durations.json`) are not probed again: the decode workers probe each file anyway, and the
+bars' total is re-estimated from those durations as they land.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from omnibatch.records import MediaItem
 log = logging.getLogger("omnibatch.progress")
 LOG_EVERY_S = 30.0
 REFRESH_S = 0.5
-PROBE_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,11 @@ class RunProgress:
                 self.bars["speech"] = tqdm(total=0, desc=f"{label} speech", position=2, file=self.stream,
                                            dynamic_ncols=True, unit="file")
 
-    def add_media(self, seconds: float) -> None:
-        """More of the total became known (a background probe landed)."""
+    def set_media_total(self, seconds: float) -> None:
+        """The total as now estimated (files whose duration was not known up front are probed by the
+        decode workers as they come; until then they count at the mean of those probed)."""
         with self._lock:
-            self.media_total_s += seconds
+            self.media_total_s = seconds
             for name in ("decode", "engine"):
                 if name in self.bars:
                     self.bars[name].total = self.media_total_s
@@ -168,30 +169,33 @@ def known_media(items: Sequence[MediaItem], out_dir: Path) -> tuple[float, list[
     return known, unknown
 
 
+def estimated_total(known_s: float, unknown_files: int, probed_files: int, probed_s: float,
+                    files_total: int) -> float:
+    """Media seconds of the whole shard: what was known up front, plus the files that were not at the
+    mean duration of the files probed so far; exact once every file has been probed."""
+    if probed_files >= files_total > 0:
+        return probed_s
+    if not unknown_files or not probed_files:
+        return known_s
+    return known_s + unknown_files * probed_s / probed_files
+
+
 @contextmanager
 def watching(progress: RunProgress, read: Callable[[], tuple[Snapshot, int]], *,
-             to_probe: Sequence[str] = (), interval_s: float = REFRESH_S) -> Iterator[RunProgress]:
-    """Refresh `progress` from `read()` every `interval_s` in a thread while the block runs."""
+             total: Callable[[], float] | None = None, interval_s: float = REFRESH_S) -> Iterator[RunProgress]:
+    """Refresh `progress` from `read()` every `interval_s` in a thread while the block runs;
+    `total()`, when given, re-estimates the media total each time (nothing is probed twice)."""
     stop = threading.Event()
-
-    def probe() -> None:
-        from omnibatch.run.durations import probe_durations
-
-        paths = list(to_probe)
-        for start in range(0, len(paths), PROBE_BATCH):  # in batches: the run may end first
-            if stop.is_set():
-                return
-            progress.add_media(sum(probe_durations(paths[start:start + PROBE_BATCH]).values()))
 
     def loop() -> None:
         while not stop.wait(interval_s):
             try:
+                if total is not None:
+                    progress.set_media_total(total())
                 progress.update(*read())
             except Exception as exc:  # noqa: BLE001 - a progress display never stops a run
                 log.debug("progress update failed: %s", exc)
 
-    if to_probe:
-        threading.Thread(target=probe, name="omnibatch-progress-probe", daemon=True).start()
     thread = threading.Thread(target=loop, name="omnibatch-progress", daemon=True)
     thread.start()
     try:
