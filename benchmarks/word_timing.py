@@ -179,7 +179,7 @@ def run_whisper(path: Path, engine) -> tuple[list[tuple[str, float]], list, list
 
 def run_aligner(chunks, audios, truth: list[Truth], aligner) -> list[tuple[str, float]]:
     """The Qwen engines' aligner on each chunk, given the reference words whose middle lies in it."""
-    from omnibatch.chunking import TimeMap
+    from omnibatch.packing import TimeMap
 
     texts = []
     for chunk in chunks:  # a chunk of packed speech holds its pieces' audio only

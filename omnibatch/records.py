@@ -120,7 +120,7 @@ class Chunk:
     `pieces` empty: the chunk's audio is all of [start_s, end_s). Otherwise the chunk is
     packed speech: its audio is the concatenation of the pieces' samples, in order (each
     piece a (start, end) span in file time, the first starting at start_s and the last
-    ending at end_s), and the silence between pieces is left out. `chunking.TimeMap`
+    ending at end_s), and the silence between pieces is left out. `packing.TimeMap`
     maps a time in the chunk's audio back to the file.
     """
 

@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from omnibatch.chunking import TimeMap
+from omnibatch.packing import TimeMap
 from omnibatch.records import Chunk, Generation, Segment, Word
 
 # Scripts written without spaces between words: each character is a token, and

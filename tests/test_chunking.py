@@ -11,15 +11,12 @@ import pytest
 from omnibatch.chunking import (
     ChunkingOptions,
     OnlineChunker,
-    SpeechPacker,
-    TimeMap,
     normalize_regions,
-    pack_chunks,
-    packing_options,
     plan_chunks,
     plan_fixed_chunks,
 )
 from omnibatch.clipping import ClipOptions, OnlineClipper, plan_clips
+from omnibatch.packing import SpeechPacker, TimeMap, pack_chunks, packing_options
 from omnibatch.records import Chunk
 
 EPS = 1e-6

@@ -16,11 +16,12 @@ import pytest
 from _longform_media import PASSAGE, SAMPLE_RATE, have_espeak, lay_out, speak
 from mediagen import make_video, truncate_copy, write_bytes
 
-from omnibatch.chunking import ChunkingOptions, pack_chunks, packing_options, plan_chunks, plan_fixed_chunks
+from omnibatch.chunking import ChunkingOptions, plan_chunks, plan_fixed_chunks
 from omnibatch.clipping import ClipOptions, plan_clips
 from omnibatch.errors import MediaError
 from omnibatch.media import decode_audio, probe, stream_audio
 from omnibatch.media.ffmpeg import FFMPEG
+from omnibatch.packing import pack_chunks, packing_options
 from omnibatch.pipeline.stream import BLOCK_S, StreamStats, stream_clips, stream_speech_chunks
 from omnibatch.vad import detect_speech
 

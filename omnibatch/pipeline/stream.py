@@ -10,7 +10,7 @@ decoded, so memory stays flat however long the file is.
 
 A reader thread pulls the blocks from ffmpeg while the VAD scores the previous
 ones, so decoding and VAD overlap instead of taking turns. The planning itself is
-pure and lives in `chunking`, `clipping` and `vad`.
+pure and lives in `chunking`, `packing`, `clipping` and `vad`.
 """
 
 from __future__ import annotations
@@ -26,15 +26,10 @@ from typing import Protocol, cast
 
 import numpy as np
 
-from omnibatch.chunking import (
-    ChunkingOptions,
-    OnlineChunker,
-    SpeechPacker,
-    packing_options,
-    plan_fixed_chunks,
-)
+from omnibatch.chunking import ChunkingOptions, OnlineChunker, plan_fixed_chunks
 from omnibatch.clipping import ClipOptions, OnlineClipper, plan_clips
 from omnibatch.media import SAMPLE_RATE, stream_audio
+from omnibatch.packing import SpeechPacker, packing_options
 from omnibatch.records import Chunk
 from omnibatch.vad import Region, SpeechDetector, VadOptions
 
