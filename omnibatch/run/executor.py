@@ -196,21 +196,25 @@ def plan_resume(rundir: RunDir, config: RunConfig, task: Task, items: list[Media
                 fingerprint: str) -> ResumePlan:
     """Pick the items this attempt owes, and clear what earlier attempts left of them.
 
-    Runs under the folder lock: it rewrites parts that other shards may also read.
+    The reading runs unlocked (parts are replaced atomically, so a reader sees the old part or
+    the new one); only the rewriting of parts that other shards may also rewrite holds the
+    folder lock, so the shards of an array starting together do not queue behind each other.
     """
+    from omnibatch.run.locks import folder_lock
     from omnibatch.run.verify import owed_outputs
 
     folders = rundir.owned_folders(config.task)
     ids = {it.id for it in items}
     if not config.resume:  # --no-resume: every row of this shard's items goes, whoever wrote it
-        for folder in folders:
-            drop_rows(folder, ids)
+        with folder_lock(rundir.root):
+            for folder in folders:
+                drop_rows(folder, ids)
         return ResumePlan(items=items, fresh=list(items), staged={})
     written = read_written(rundir.table_dir(config.task), fingerprint)
     pending = select_pending(items, config, written)
     pending_ids = {it.id for it in pending}
     done_ok = {i for i in ids - pending_ids if written[i].status == "ok"}
-    owed = owed_outputs(rundir.root, config, fingerprint, done_ok)
+    owed = owed_outputs(rundir.root, config, fingerprint, done_ok, shard_index=config.shard_index)
     staged = read_staged(rundir, config, task, fingerprint, pending_ids)
     if owed.respeak:
         staged.update(_spoken_rows_to_redo(rundir, config, task, fingerprint, owed.respeak))
@@ -222,8 +226,9 @@ def plan_resume(rundir: RunDir, config: RunConfig, task: Task, items: list[Media
     # its row (a kill between the two writes).
     redo = pending_ids - (set(staged) - owed.respeak)
     if redo:
-        for folder in folders:
-            drop_rows(folder, redo)
+        with folder_lock(rundir.root):
+            for folder in folders:
+                drop_rows(folder, redo)
     plan = ResumePlan(items=items, fresh=[it for it in items if it.id in pending_ids and it.id not in staged],
                       staged=staged, redone=owed.reasons)
     plan.skipped_done = len(items) - len(pending_ids)
@@ -249,7 +254,7 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
     commits every finished row and raises Interrupted without writing the completion marker, so
     the next attempt resumes after the last written row.
     """
-    from omnibatch.run.locks import folder_lock, shard_lock
+    from omnibatch.run.locks import shard_lock
     from omnibatch.run.sharding import shard_items
 
     started = time.perf_counter()
@@ -264,8 +269,7 @@ def run_shard(config: RunConfig, *, engine_factory: EngineFactory = default_engi
             log.warning("set aside %d parts of earlier settings in %s", moved, rundir.meta / "superseded")
         fingerprint = config.fingerprint()
         rundir.clear_marker(config.task, config.shard_label)
-        with folder_lock(rundir.root):
-            plan = plan_resume(rundir, config, task, items, fingerprint)
+        plan = plan_resume(rundir, config, task, items, fingerprint)
         stats = ShardStats(task=config.task, shard=config.shard_label, fingerprint=fingerprint,
                            items=len(items), skipped_done=plan.skipped_done, failed_before=plan.failed_before,
                            resumed_speech=len(plan.staged), redone=len(plan.redone), normalizer=config.normalizer,

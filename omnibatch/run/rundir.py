@@ -140,9 +140,10 @@ class RunDir:
 
         With `--no-resume` (config.resume False) a different earlier configuration is replaced:
         every part it wrote, in every shard, is moved to `_run/superseded/`, and its completion
-        markers go. Parts of other settings are set aside whatever the flag, so the task's folders
-        hold one configuration. Returns how many parts were set aside. Call it only once the inputs
-        have been accepted: a refused run must not record its settings.
+        markers go. Parts of other settings are set aside whatever the flag (whenever the recorded
+        settings differ, or none were recorded), so the task's folders hold one configuration.
+        Returns how many parts were set aside. Call it only once the inputs have been accepted: a
+        refused run must not record its settings.
         """
         from omnibatch.run.locks import folder_lock
 
@@ -158,7 +159,10 @@ class RunDir:
                     "earlier run's outputs aside (to _run/superseded/) and redo every item with the new "
                     "settings."
                 )
-            moved = self._set_aside(config.task, fingerprint)
+            # Parts of other settings can only be there when the settings changed (or none were
+            # recorded): only then is every part's footer read, not at each start of each shard.
+            same = earlier is not None and earlier.fingerprint() == fingerprint
+            moved = 0 if same else self._set_aside(config.task, fingerprint)
             write_text_atomic(self.config_path(config.task), config.to_json() + "\n")
             versions = self.meta / "versions.json"
             if not versions.exists():

@@ -36,10 +36,14 @@ class Owed:
         self.reasons[item_id] = why
 
 
-def id_counts(folder: Path, fingerprint: str, wanted: set[str]) -> Counter[str]:
-    """How many rows each id in `wanted` has in the parts of `folder` written with `fingerprint`."""
+def id_counts(folder: Path, fingerprint: str, wanted: set[str], shard_index: int | None = None) -> Counter[str]:
+    """How many rows each id in `wanted` has in the parts of `folder` written with `fingerprint`
+    (by shard `shard_index` only, when given: a shard's files are written by that shard)."""
     counts: Counter[str] = Counter()
-    for part in parts_of_run(part_files(folder), fingerprint):
+    parts = part_files(folder)
+    if shard_index is not None:
+        parts = [p for p in parts if p.name.startswith(f"part-{shard_index:05d}-")]
+    for part in parts_of_run(parts, fingerprint):
         counts.update(i for i in read_part(part, columns=["id"]).column("id").to_pylist() if i in wanted)
     return counts
 
@@ -57,16 +61,23 @@ def ok_rows(folder: Path, fingerprint: str, ids: set[str], columns: list[str]) -
     return {i: r for i, r in found.items() if r["status"] == "ok"}
 
 
-def owed_outputs(root: Path, config: RunConfig, fingerprint: str, done_ok: Iterable[str]) -> Owed:
-    """The `ok` rows among `done_ok` (ids this shard will skip) whose side outputs are incomplete."""
+def owed_outputs(root: Path, config: RunConfig, fingerprint: str, done_ok: Iterable[str], *,
+                 shard_index: int | None = None) -> Owed:
+    """The `ok` rows among `done_ok` (ids this shard will skip) whose side outputs are incomplete.
+
+    Segment and word rows are counted in the parts of `shard_index` only: the shard that wrote
+    a file's row wrote its segments and words, so a shard's check reads its own parts, not the
+    whole folder's (words are the biggest table). An item that moved shard (a different
+    --array N) is then found short and redone: correct, if wasteful, and --array is fixed per
+    folder."""
     owed = Owed()
     ids = set(done_ok)
     if not ids:
         return owed
     if config.task == "transcribe":
         rows = ok_rows(root / "transcribe", fingerprint, ids, ["num_segments", "num_words"])
-        segments = id_counts(root / "segments", fingerprint, ids)
-        words = id_counts(root / "words", fingerprint, ids)
+        segments = id_counts(root / "segments", fingerprint, ids, shard_index)
+        words = id_counts(root / "words", fingerprint, ids, shard_index)
         formats = [f for f in config.formats if f in SUBTITLE_FORMATS]
         for item_id, row in rows.items():
             want_segments, want_words = row.get("num_segments"), row.get("num_words")
