@@ -44,6 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks.passages import RIVER_VALLEY  # noqa: E402
 from omnibatch import vad as vad_module  # noqa: E402
 from omnibatch.chunking import ChunkingOptions, plan_chunks  # noqa: E402
 from omnibatch.media import decode_audio, probe, stream_audio  # noqa: E402
@@ -51,15 +52,7 @@ from omnibatch.pipeline.stream import BLOCK_S, READ_AHEAD, stream_speech_chunks 
 from omnibatch.vad import detect_speech, speech_probabilities  # noqa: E402
 
 RATE = 16000
-TEXT = (
-    "The history of the river valley begins long before the first farms appeared on its banks. "
-    "Every spring the water rose over the low fields and left behind a layer of dark soil. "
-    "People learned to plant their crops after the flood had passed and the ground was dry again. "
-    "Over many years small villages grew into towns, and the towns were joined by roads and bridges. "
-    "Traders carried grain, cloth and salt from one market to the next along the river. "
-    "When the railway arrived, the old boats slowly disappeared from the water. "
-    "Today the valley is quiet, and visitors walk along the paths where the traders once worked."
-)
+TEXT = RIVER_VALLEY
 PAUSES_S = (0.4, 1.2, 0.3, 2.5, 0.8, 5.0, 0.6)  # after each sentence: word gaps to long silences
 
 

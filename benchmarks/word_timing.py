@@ -58,6 +58,7 @@ sys.path.insert(0, str(HERE))
 
 from results_io import write_results  # noqa: E402
 
+from benchmarks.passages import RIVER_VALLEY  # noqa: E402
 from omnibatch.config import RunConfig  # noqa: E402
 from omnibatch.media import probe  # noqa: E402
 from omnibatch.records import MediaItem  # noqa: E402
@@ -66,14 +67,7 @@ RATE = 16000
 FLOOR = 1e-3  # -60 dBFS: where a synthesized word's sound begins and ends
 NOISE_DBFS = -50.0  # the noise under the whole recording (RMS)
 VOICES = (("en-us", 165), ("en-gb", 150), ("en-gb-scotland", 160), ("en-us+f3", 175), ("en-gb-x-rp+m3", 140))
-PASSAGE = (
-    "The history of the river valley begins long before the first farms appeared on its banks. "
-    "Every spring the water rose over the low fields and left behind a layer of dark soil. "
-    "People learned to plant their crops after the flood had passed and the ground was dry again. "
-    "Over many years small villages grew into towns, and the towns were joined by roads and bridges. "
-    "Traders carried grain, cloth and salt from one market to the next along the river. "
-    "When the railway arrived, the old boats slowly disappeared from the water. "
-    "Today the valley is quiet, and visitors walk along the paths where the traders once worked. "
+PASSAGE = RIVER_VALLEY + " " + (
     "In the museum near the station you can see tools, maps and letters from those early days. "
     "A small boat still waits by the old bridge, painted blue and green every summer. "
     "Children learn to swim in the shallow bend where the current is slow and the sand is warm. "

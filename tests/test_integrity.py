@@ -399,5 +399,6 @@ def test_a_run_refused_for_its_inputs_is_not_a_failed_shard(tmp_path):
     refused = cli("transcribe", str(tmp_path / "not-there.wav"), "--out", str(out), "--engine", "whisper")
     assert refused.returncode == 2 and refused.stderr.count("error:") == 1, refused.stderr
     assert not list(out.glob("_run/attempts/*.json"))
-    status = cli("status", str(out))
-    assert "failed" not in status.stdout, status.stdout
+    assert not (out / "_run" / "config-transcribe.json").exists()  # no settings recorded either
+    status = cli("status", str(out))  # so the folder holds no run at all, let alone a failed shard
+    assert status.returncode == 2 and "holds no omnibatch run" in status.stderr, (status.stdout, status.stderr)
