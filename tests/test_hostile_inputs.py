@@ -120,6 +120,13 @@ def test_a_latin1_media_file_named_directly(tmp_path: Path) -> None:
 # -- poison in manifests ---------------------------------------------------------------------------
 
 
+def test_a_first_line_nested_past_python_is_refused_with_its_line(tmp_path: Path) -> None:
+    # The first line is also read to tell a hub-style dataset from a manifest: that read must not raise.
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"path": "a.wav", "deep": ' + "[" * 5000 + "]" * 5000 + "}\n")
+    assert "m.jsonl:1: malformed JSON: nested too deeply" in refusal([manifest])
+
+
 def test_poison_in_a_jsonl_manifest_is_refused_line_by_line_all_at_once(tmp_path: Path) -> None:
     huge = "9" * 5000
     deeper_than_python = "[" * 5000 + "]" * 5000

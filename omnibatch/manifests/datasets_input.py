@@ -118,7 +118,7 @@ def jsonl_media_column(path: Path) -> str | None:
         with open(path, "rb") as f:
             first = next((line for line in f if line.strip()), b"")
         value = json.loads(first)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # the manifest reader reports what is wrong with it
         return None
     if not isinstance(value, dict) or set(value) & set(PATH_KEYS):
         return None
@@ -280,7 +280,7 @@ def _hf_features(metadata: dict[bytes, bytes] | None) -> dict[str, str]:
         info = json.loads((metadata or {}).get(b"huggingface", b"{}"))
         features = info.get("info", {}).get("features", {})
         return {key: str(value.get("_type", "")) for key, value in features.items() if isinstance(value, dict)}
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return {}
 
 
