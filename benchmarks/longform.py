@@ -6,8 +6,10 @@
 Measures, against baselines taken in the same run (the machine is shared, so
 the ratios are what to read):
 (a) WER on real human speech with references (pocketsphinx test data, alsa voices),
-(b) WER on a synthesized recording of 40+ minutes with its exact text,
-    both for omnibatch (`run_shard`, whisper engine) and faster-whisper's
+(b) WER on synthesized recordings of 40+ minutes with their exact text, one per
+    voice (piper's and espeak-ng's by default), each and pooled, with a 95% interval
+    for the pooled gap from a paired bootstrap (is it more than chance?), both for
+    omnibatch (`run_shard`, whisper engine) and faster-whisper's
     `BatchedInferencePipeline` with the same Whisper base weights;
 (c) peak memory and speed of omnibatch's decode+chunk stage (VAD planning pass +
     one decode per chunk) on a 40-minute and a 3-hour MP3, against bare ffmpeg
@@ -35,13 +37,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from longform_media import Clip, LongRecording, human_clips, long_recording, looped  # noqa: E402
-from longform_text import word_errors  # noqa: E402
+from longform_text import paired_gap, word_errors  # noqa: E402
 from results_io import write_results  # noqa: E402
 
 LANGUAGE = "en"
 BATCH_SIZE = 8  # the whisper engine's defaults, given to the peer too
 BEAM_SIZE = 5
-BAR_POINTS = 1.0  # omnibatch's long-recording WER may exceed the peer's by at most this
+BAR_POINTS = 0.0  # omnibatch's pooled long-recording WER may exceed the peer's by at most this
 
 
 # --- running measurements ----------------------------------------------------------
@@ -182,7 +184,7 @@ def human_speech(clips: list[Clip], work: Path) -> dict:
 
 
 def long_speech(rec: LongRecording, work: Path) -> dict:
-    runs = transcribe_both([rec.path], work, "long", peer_first=True)
+    runs = transcribe_both([rec.path], work, f"long-{rec.voice}", peer_first=True)
     wer = score([rec.reference], runs, [rec.path])
     for system, run in runs.items():  # kept for reading the errors, beside the reference
         text = run["texts"][str(rec.path.resolve())]
@@ -192,10 +194,10 @@ def long_speech(rec: LongRecording, work: Path) -> dict:
     return {
         "file": str(rec.path), "voice": rec.voice, "documents": rec.documents, "reference_words": rec.words,
         "audio_s": round(rec.duration_s, 2),
+        "reference": rec.reference,
+        "hypotheses": {system: run["texts"][str(rec.path.resolve())] for system, run in runs.items()},
         "wer": wer,
         "wer_gap_points": round(gap, 3),
-        "bar_points": BAR_POINTS,
-        "bar_met": gap <= BAR_POINTS,
         # Whisper windows: omnibatch's planned chunks; the peer's VAD chunks that gave text.
         "chunks": {system: run["regions"] for system, run in runs.items()},
         "omnibatch_engine_s": runs["omnibatch"]["engine_s"],
@@ -205,6 +207,30 @@ def long_speech(rec: LongRecording, work: Path) -> dict:
             "cpu": round(sp["omnibatch"]["audio_s_per_cpu_s"] / sp["peer"]["audio_s_per_cpu_s"], 3),
         },
         "transcripts": str(rec.path.parent),
+    }
+
+
+def pooled(recordings: list[dict]) -> dict:
+    """Corpus WER over every long recording at once, and the gap's 95% interval (paired bootstrap).
+
+    Pops each recording's texts, which the results file does not keep (the transcripts are
+    written beside each recording)."""
+    refs = [r.pop("reference") for r in recordings]
+    hyps = {system: [r["hypotheses"][system] for r in recordings] for system in ("omnibatch", "peer")}
+    for r in recordings:
+        del r["hypotheses"]
+    wer = {system: {name: word_errors(refs, texts, name).as_dict() for name in ("whisper", "simple")}
+           for system, texts in hyps.items()}
+    gap = paired_gap(refs, hyps["omnibatch"], hyps["peer"], "whisper")
+    return {
+        "recordings": [r["voice"] for r in recordings],
+        "reference_words": sum(r["reference_words"] for r in recordings),
+        "audio_s": round(sum(r["audio_s"] for r in recordings), 2),
+        "wer": wer,
+        "wer_gap_points": round(gap.points, 3),
+        "gap": gap.as_dict(),
+        "bar_points": BAR_POINTS,
+        "bar_met": gap.points <= BAR_POINTS,
     }
 
 
@@ -264,7 +290,7 @@ def machine() -> dict:
 
 
 def markdown(r: dict) -> str:
-    q, lg, mem, m = r["human_speech"], r["long_recording"], r["memory"], r["machine"]
+    q, recs, pool, mem, m = r["human_speech"], r["long_recordings"], r["long_pooled"], r["memory"], r["machine"]
     lines = [
         f"Run {r['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM "
         f"({'quick' if r['quick'] else 'full'} run, `{r['command']}`, {r['total_s'] / 60:.0f} min). "
@@ -274,23 +300,35 @@ def markdown(r: dict) -> str:
         "| WER % (Whisper normalizer; simple one in brackets); S/D/I | omnibatch | faster-whisper batched |",
         "| --- | --- | --- |",
     ]
-    long_label = f"{lg['audio_s'] / 60:.1f} min recording ({lg['voice']}), {lg['reference_words']} words"
-    for label, part in ((f"{q['clips']} human clips, {q['audio_s']:.0f} s", q), (long_label, lg)):
+    parts = [(f"{q['clips']} human clips, {q['audio_s']:.0f} s", q)]
+    parts += [(f"{lg['audio_s'] / 60:.1f} min recording ({lg['voice']}), {lg['reference_words']} words", lg)
+              for lg in recs]
+    if len(recs) > 1:
+        parts.append((f"**pooled**, {pool['audio_s'] / 60:.1f} min ({' + '.join(pool['recordings'])}), "
+                      f"{pool['reference_words']} words", pool))
+    for label, part in parts:
         cells = []
         for system in ("omnibatch", "peer"):
             w, simple = part["wer"][system]["whisper"], part["wer"][system]["simple"]
             cells.append(f"{w['wer']:.2f} ({simple['wer']:.2f}); {w['S']}/{w['D']}/{w['I']}")
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
-    sp, ratio = lg["speed"], lg["speed_ratio_omnibatch_to_peer"]
-    for key, label in (("audio_s_per_wall_s", "audio s per wall s"),
-                       ("audio_s_per_cpu_s", "audio s per CPU s"),
-                       ("peak_rss_mb", "peak RSS, all processes, MB")):
-        lines.append(f"| long recording, {label} | {sp['omnibatch'][key]:g} | {sp['peer'][key]:g} |")
+    for lg in recs:
+        sp = lg["speed"]
+        for key, label in (("audio_s_per_wall_s", "audio s per wall s"),
+                           ("audio_s_per_cpu_s", "audio s per CPU s"),
+                           ("peak_rss_mb", "peak RSS, all processes, MB")):
+            lines.append(f"| {lg['voice']} recording, {label} | {sp['omnibatch'][key]:g} | {sp['peer'][key]:g} |")
+    gap = pool["gap"]
     lines += [
         "",
-        f"Long-recording WER gap, omnibatch minus peer: {lg['wer_gap_points']:+.2f} points "
-        f"(bar: at most +{lg['bar_points']:g}: {'met' if lg['bar_met'] else 'NOT met'}). "
-        f"Speed, omnibatch / peer: {ratio['wall']} by wall time, {ratio['cpu']} by CPU time.",
+        f"Long-recording WER gap, omnibatch minus peer, pooled: {pool['wer_gap_points']:+.2f} points, "
+        f"95% interval {gap['interval_95'][0]:+.2f} to {gap['interval_95'][1]:+.2f} (paired bootstrap over "
+        f"{gap['blocks']} blocks of 100 reference words); per recording: "
+        + ", ".join(f"{lg['voice']} {lg['wer_gap_points']:+.2f}" for lg in recs)
+        + f". Bar: at most {pool['bar_points']:+g}: {'met' if pool['bar_met'] else 'NOT met'}.",
+        "Speed, omnibatch / peer: "
+        + ", ".join(f"{lg['voice']} {lg['speed_ratio_omnibatch_to_peer']['wall']} by wall time, "
+                    f"{lg['speed_ratio_omnibatch_to_peer']['cpu']} by CPU time" for lg in recs) + ".",
         "",
         "| decode+chunk | chunks | peak RSS MB, python + ffmpeg (python alone) | MB per audio hour "
         "| audio s per wall s (per CPU s) | bare ffmpeg, same | ratio to ffmpeg, wall (CPU) "
@@ -317,8 +355,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run: 5 clips, a 1-minute espeak "
                         "recording, 1 and 3 minute memory cases")
-    parser.add_argument("--voice", choices=["piper", "espeak"], help="voice of the long recording "
-                        "(default: piper, espeak with --quick)")
+    parser.add_argument("--voices", default=None, help="comma-separated voices of the long recordings, "
+                        "from piper and espeak (default: piper,espeak; espeak with --quick)")
     parser.add_argument("--cache", type=Path, help="where media is built once (default: "
                         "$OMNIBATCH_CACHE/bench or ~/.cache/omnibatch/bench)")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/longform.json, "
@@ -330,17 +368,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     cache = args.cache or cache_root() / "bench"
     cache.mkdir(parents=True, exist_ok=True)
-    voice = args.voice or ("espeak" if args.quick else "piper")
+    voices = (args.voices or ("espeak" if args.quick else "piper,espeak")).split(",")
+    if not voices or any(v not in ("piper", "espeak") for v in voices) or len(set(voices)) < len(voices):
+        parser.error(f"--voices: each of piper and espeak at most once, got {args.voices!r}")
     out = args.out or HERE / "results" / ("longform-quick.json" if args.quick else "longform.json")
     started = time.perf_counter()
     load_start = round(os.getloadavg()[0], 2)
 
     print("preparing media ...", flush=True)
     clips = human_clips(cache, quick=args.quick)
-    rec = long_recording(cache, voice, max_words=200 if args.quick else None,
-                         min_seconds=0.0 if args.quick else args.min_minutes * 60)
-    if not args.quick and rec.duration_s < args.min_minutes * 60:
-        raise SystemExit(f"the long recording lasts {rec.duration_s / 60:.1f} min, under {args.min_minutes}")
+    recordings = [long_recording(cache, voice, max_words=200 if args.quick else None,
+                                 min_seconds=0.0 if args.quick else args.min_minutes * 60) for voice in voices]
+    for rec in recordings:
+        if not args.quick and rec.duration_s < args.min_minutes * 60:
+            raise SystemExit(f"the {rec.voice} recording lasts {rec.duration_s / 60:.1f} min, "
+                             f"under {args.min_minutes}")
+    rec = recordings[0]  # the memory cases loop the first
     lengths = [("1 min", 60.0), ("3 min", 180.0)] if args.quick else [("40 min", 2400.0), ("3 h", 10800.0)]
     cases = [(name, looped(rec.path, s, rec.path.with_name(f"loop-{int(s)}s.mp3"))) for name, s in lengths]
 
@@ -348,8 +391,9 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         print("(a) human speech", flush=True)
         human = human_speech(clips, work)
-        print("(b) long recording", flush=True)
-        long_ = long_speech(rec, work)
+        print("(b) long recordings", flush=True)
+        long_ = [long_speech(r, work) for r in recordings]
+        pool = pooled(long_)
     print("(c) memory and speed of decode+chunk", flush=True)
     mem = memory(cases)
 
@@ -367,7 +411,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "peer": "faster_whisper.BatchedInferencePipeline.transcribe(path, language, batch_size, "
                              "beam_size), its defaults otherwise (Silero VAD, 30 s chunks, no timestamps)"},
         "human_speech": human,
-        "long_recording": long_,
+        "long_recordings": long_,
+        "long_pooled": pool,
         "memory": mem,
         "total_s": round(time.perf_counter() - started, 1),
     }

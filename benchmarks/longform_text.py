@@ -165,3 +165,75 @@ def word_errors(references: list[str], hypotheses: list[str], normalizer: str) -
     out = jiwer.process_words([refs[k] for k in keep], [hyps[k] or "<empty>" for k in keep])
     n = out.hits + out.substitutions + out.deletions
     return WordErrors(100.0 * out.wer, out.substitutions, out.deletions, out.insertions, n)
+
+
+# --- is a gap between two systems more than chance? ----------------------------------
+
+BLOCK_WORDS = 100  # reference words per resampled block: a few sentences, longer than any error burst
+
+
+def errors_by_block(reference: str, hypothesis: str, block_words: int = BLOCK_WORDS) -> list[tuple[int, int]]:
+    """(reference words, errors) per block of `block_words` consecutive reference words.
+
+    The texts are already normalized. Each error of the alignment is charged to the
+    reference word where it happens (an insertion to the word it comes before), so the
+    blocks' errors add up to the pair's S + D + I.
+    """
+    import jiwer
+
+    ref = reference.split()
+    count = max(1, -(-len(ref) // block_words))
+    words = [min(block_words, len(ref) - k * block_words) for k in range(count)]
+    errors = [0] * count
+    alignment = jiwer.process_words(reference, hypothesis or "<empty>").alignments[0]
+    for step in alignment:
+        if step.type in ("substitute", "delete"):
+            for i in range(step.ref_start_idx, step.ref_end_idx):
+                errors[i // block_words] += 1
+        elif step.type == "insert":
+            errors[min(step.ref_start_idx, len(ref) - 1) // block_words] += step.hyp_end_idx - step.hyp_start_idx
+    return list(zip(words, errors))
+
+
+@dataclass
+class PairedGap:
+    """WER of system A minus system B on the same recordings, in points, with a 95% interval from a
+    paired bootstrap over blocks of reference words (both systems' errors resampled together)."""
+
+    points: float
+    low: float
+    high: float
+    blocks: int
+    resamples: int
+
+    def as_dict(self) -> dict:
+        return {"points": round(self.points, 3), "interval_95": [round(self.low, 3), round(self.high, 3)],
+                "blocks": self.blocks, "resamples": self.resamples}
+
+
+def paired_gap(references: list[str], hyps_a: list[str], hyps_b: list[str], normalizer: str,
+               *, block_words: int = BLOCK_WORDS, resamples: int = 4000, seed: int = 0) -> PairedGap:
+    """How far A's corpus WER is from B's, and how far chance alone could move that figure.
+
+    The recordings are cut into blocks of `block_words` reference words; each resample draws
+    as many blocks with replacement and computes both systems' corpus WER on the same draw.
+    An interval that holds 0 says the data cannot tell the two systems apart.
+    """
+    import numpy as np
+
+    norm = NORMALIZERS[normalizer]
+    rows = []
+    for ref, a, b in zip(references, hyps_a, hyps_b):
+        r = norm(ref)
+        if not r:
+            continue
+        for (n, ea), (_, eb) in zip(errors_by_block(r, norm(a), block_words),
+                                    errors_by_block(r, norm(b), block_words)):
+            rows.append((n, ea, eb))
+    table = np.array(rows, dtype=np.float64)
+    n, ea, eb = table[:, 0], table[:, 1], table[:, 2]
+    points = 100.0 * (ea.sum() - eb.sum()) / n.sum()
+    draws = np.random.default_rng(seed).integers(0, len(table), size=(resamples, len(table)))
+    gaps = 100.0 * (ea[draws].sum(axis=1) - eb[draws].sum(axis=1)) / n[draws].sum(axis=1)
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return PairedGap(float(points), float(low), float(high), len(table), resamples)

@@ -78,3 +78,21 @@ def corpus_rate(errors: Iterable[int | None], totals: Iterable[int | None]) -> f
 def corpus_wer(scores: Iterable[Score]) -> float | None:
     scores = list(scores)
     return corpus_rate([s.word_errors for s in scores], [s.reference_words for s in scores])
+
+
+class CorpusRates:
+    """Corpus WER and CER of a tally that holds `reference_words`, `word_errors`, `reference_chars` and
+    `char_errors` (errors summed over the scored rows, reference lengths likewise)."""
+
+    reference_words: int
+    word_errors: float
+    reference_chars: int
+    char_errors: float
+
+    @property
+    def corpus_wer(self) -> float | None:
+        return self.word_errors / self.reference_words if self.reference_words else None
+
+    @property
+    def corpus_cer(self) -> float | None:
+        return self.char_errors / self.reference_chars if self.reference_chars else None

@@ -40,18 +40,23 @@ def test_quick_longform_benchmark_reports_all_fields(tmp_path):
     r = json.loads(out.read_text())
     assert r["quick"] is True and r["machine"]["cores"] >= 1
 
-    for part in ("human_speech", "long_recording"):
+    (long_,) = r["long_recordings"]
+    for part in (r["human_speech"], long_):
         for system in ("omnibatch", "peer"):
             for normalizer in ("whisper", "simple"):
-                w = r[part]["wer"][system][normalizer]
+                w = part["wer"][system][normalizer]
                 assert _number(w["wer"]) and w["wer"] >= 0 and w["N"] > 0
-            s = r[part]["speed"][system]
+            s = part["speed"][system]
             assert s["audio_s"] > 0 and s["wall_s"] > 0 and s["cpu_s"] > 0 and s["peak_rss_mb"] > 0
     assert r["human_speech"]["clips"] == 5
-    long_ = r["long_recording"]
-    assert long_["reference_words"] > 100 and long_["audio_s"] > 30
-    assert _number(long_["wer_gap_points"]) and isinstance(long_["bar_met"], bool)
-    assert _number(long_["speed_ratio_omnibatch_to_peer"]["wall"])
+    assert long_["voice"] == "espeak" and long_["reference_words"] > 100 and long_["audio_s"] > 30
+    assert _number(long_["wer_gap_points"]) and _number(long_["speed_ratio_omnibatch_to_peer"]["wall"])
+    pool = r["long_pooled"]
+    assert pool["recordings"] == ["espeak"] and pool["reference_words"] == long_["reference_words"]
+    assert pool["wer"] == long_["wer"]  # one recording: pooling changes nothing
+    low, high = pool["gap"]["interval_95"]
+    assert low <= pool["wer_gap_points"] <= high and isinstance(pool["bar_met"], bool)
+    assert pool["bar_met"] == (pool["wer_gap_points"] <= pool["bar_points"])
 
     cases = r["memory"]["cases"]
     assert [c["case"] for c in cases] == ["1 min", "3 min"]
@@ -64,6 +69,30 @@ def test_quick_longform_benchmark_reports_all_fields(tmp_path):
     assert _number(r["memory"]["tree_peak_ratio_last_to_first"])
     table = out.with_suffix(".md").read_text()
     assert "| decode+chunk" in table and "omnibatch" in table
+
+
+def test_the_paired_gap_charges_each_error_to_its_block_and_brackets_the_gap(monkeypatch):
+    pytest.importorskip("jiwer")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from longform_text import errors_by_block, paired_gap, word_errors
+
+    words = ["w" + "".join(chr(97 + int(d)) for d in f"{k:03d}") for k in range(1000)]  # letters only
+    reference = " ".join(words)
+    # A: 20 substitutions in the first 100 words, 2 deletions at word 500, 3 words inserted after the last.
+    a = [("x" if k < 20 else w) for k, w in enumerate(words) if k not in (500, 501)] + ["ia", "ib", "ic"]
+    # B: one substitution in every block of 100.
+    b = [("y" if k % 100 == 50 else w) for k, w in enumerate(words)]
+    blocks = errors_by_block(reference, " ".join(a))
+    assert blocks == [(100, 20)] + [(100, 0)] * 4 + [(100, 2)] + [(100, 0)] * 3 + [(100, 3)]
+    assert sum(e for _, e in blocks) == 25 == 10 * word_errors([reference], [" ".join(a)], "simple").wer
+
+    gap = paired_gap([reference], [" ".join(a)], [" ".join(b)], "simple", resamples=2000)
+    assert gap.points == pytest.approx(100 * (25 - 10) / 1000) and gap.blocks == 10
+    assert gap.low < gap.points < gap.high
+    # A's errors sit in three blocks, B's everywhere: drawing A's bad block or not swings the gap widely.
+    assert gap.low < 0 < gap.high
+    same = paired_gap([reference], [" ".join(b)], [" ".join(b)], "simple")
+    assert (same.points, same.low, same.high) == (0.0, 0.0, 0.0)
 
 
 def test_quick_feed_benchmark_reports_all_fields(tmp_path):

@@ -32,6 +32,7 @@ from typing import Any
 from omnibatch.models.tiny_processor import (
     ADDED_TOKENS,
     CHAT_TEMPLATE,
+    MEDIA_PARTS,
     CORPUS,
     FEATURE_EXTRACTOR,
     SPECIAL_TOKENS,
@@ -81,13 +82,7 @@ THINKING_CHAT_TEMPLATE = (
     "{%- endif -%}"
     "{%- else -%}"
     "{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'audio' or 'audio' in part or 'audio_url' in part -%}"
-    "{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
-    "{%- elif part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'video' or 'video' in part or 'video_url' in part -%}"
-    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'text' -%}"
+    + MEDIA_PARTS +
     "{%- if message['role'] == 'assistant' and '</think>' in part['text'] -%}"
     "{{- part['text'].split('</think>')[-1].lstrip('\\n') -}}"
     "{%- else -%}"

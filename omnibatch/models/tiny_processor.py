@@ -54,6 +54,17 @@ VISION_PROCESSOR = {
     "image_std": [0.5, 0.5, 0.5],
 }
 
+# One content part of a message: each kind of media becomes its placeholder tokens; the branch for a
+# text part follows (shared by both variants' templates).
+MEDIA_PARTS = (
+    "{%- if part['type'] == 'audio' or 'audio' in part or 'audio_url' in part -%}"
+    "{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
+    "{%- elif part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'video' or 'video' in part or 'video_url' in part -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'text' -%}"
+)
 # Written by hand for this project; the shape follows Qwen's ChatML: one
 # `<|im_start|>{role}\n...<|im_end|>\n` block per turn, media as placeholders that
 # the processor expands, and an open assistant turn for generation.
@@ -64,13 +75,7 @@ CHAT_TEMPLATE = (
     "{{- message['content'] -}}"
     "{%- else -%}"
     "{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'audio' or 'audio' in part or 'audio_url' in part -%}"
-    "{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
-    "{%- elif part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'video' or 'video' in part or 'video_url' in part -%}"
-    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'text' -%}"
+    + MEDIA_PARTS +
     "{{- part['text'] -}}"
     "{%- endif -%}"
     "{%- endfor -%}"

@@ -29,6 +29,7 @@ from omnibatch.pipeline.scheduler import Finished, Scheduler
 from omnibatch.pipeline.tasks import FileResult, Task
 from omnibatch.records import MediaInfo, MediaItem
 from omnibatch.run.rundir import RunDir
+from omnibatch.scoring import CorpusRates
 
 log = logging.getLogger("omnibatch")
 
@@ -36,7 +37,7 @@ COMMIT_EVERY_S = 10.0  # finished rows wait at most this long in memory before t
 
 
 @dataclass
-class ShardStats:
+class ShardStats(CorpusRates):
     task: str
     shard: str
     fingerprint: str
@@ -90,14 +91,6 @@ class ShardStats:
                 self.word_errors += round(row.wer * (row.reference_words or 0))
                 self.reference_chars += row.reference_chars or 0
                 self.char_errors += round((row.cer or 0.0) * (row.reference_chars or 0))
-
-    @property
-    def corpus_wer(self) -> float | None:
-        return self.word_errors / self.reference_words if self.reference_words else None
-
-    @property
-    def corpus_cer(self) -> float | None:
-        return self.char_errors / self.reference_chars if self.reference_chars else None
 
     def take_feed(self, feed: EngineFeed) -> None:
         s = feed.stats

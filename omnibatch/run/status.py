@@ -18,6 +18,7 @@ from omnibatch.config import TASKS, RunConfig
 from omnibatch.errors import InputError
 from omnibatch.run.attempt import AttemptRecord, read_attempts
 from omnibatch.run.rundir import RunDir, write_text_atomic
+from omnibatch.scoring import CorpusRates
 from omnibatch.text_safety import printable
 
 
@@ -31,7 +32,7 @@ class ShardStatus:
 
 
 @dataclass
-class TaskStatus:
+class TaskStatus(CorpusRates):
     task: str
     num_shards: int
     shards: list[ShardStatus]
@@ -51,14 +52,6 @@ class TaskStatus:
     word_errors: float = 0.0
     reference_chars: int = 0
     char_errors: float = 0.0
-
-    @property
-    def corpus_wer(self) -> float | None:
-        return self.word_errors / self.reference_words if self.reference_words else None
-
-    @property
-    def corpus_cer(self) -> float | None:
-        return self.char_errors / self.reference_chars if self.reference_chars else None
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.shards if s.state == state)
