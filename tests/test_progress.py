@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from omnibatch.run.progress import RunProgress, Snapshot, eta_seconds, progress_line
+from omnibatch.run.progress import RunProgress, Snapshot, eta_seconds, media_amount, progress_line
 
 
 def test_eta_from_the_rate_so_far():
@@ -18,6 +18,14 @@ def test_progress_line_says_files_hours_rate_and_eta():
                          files_total=5, media_total_s=7200, elapsed_s=700, engine_elapsed_s=600)
     assert "2/5 files" in line and "0.50/2.00 h" in line and "60/70 chunks" in line
     assert "3.0x realtime" in line and "ETA 30m00s" in line
+
+
+def test_media_amounts_read_in_the_unit_of_the_larger_figure():
+    assert media_amount(14.6) == "15 s"  # three short files are not "0.00 h"
+    assert media_amount(252) == "4.2 min"
+    assert media_amount(4860) == "1.35 h"
+    assert media_amount(30, 7200) == "0.01/2.00 h"  # done and total in one unit
+    assert media_amount(0, 45) == "0/45 s"
 
 
 def test_bars_move_by_media_seconds_within_a_file():

@@ -64,13 +64,27 @@ def clock(seconds: float | None) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def media_amount(done_s: float, total_s: float | None = None) -> str:
+    """Seconds of media in the unit that reads best for the larger figure: "15 s", "4.2 min", "1.35 h";
+    with `total_s`, "done/total unit" in that one unit."""
+    largest = max(done_s, total_s or 0.0)
+    if largest < 60:
+        scale, unit, digits = 1.0, "s", 0
+    elif largest < 3600:
+        scale, unit, digits = 60.0, "min", 1
+    else:
+        scale, unit, digits = 3600.0, "h", 2
+    done = f"{done_s / scale:.{digits}f}"
+    return f"{done}/{total_s / scale:.{digits}f} {unit}" if total_s is not None else f"{done} {unit}"
+
+
 def progress_line(label: str, snap: Snapshot, files_total: int, media_total_s: float, elapsed_s: float,
                   engine_elapsed_s: float) -> str:
     """The periodic line of a run that is not at a terminal."""
     rate = snap.engine_s / engine_elapsed_s if engine_elapsed_s > 0 else 0.0
     eta = eta_seconds(snap.engine_s, media_total_s, engine_elapsed_s)
-    return (f"{label}: {snap.files_done}/{files_total} files, {snap.engine_s / 3600:.2f}/"
-            f"{media_total_s / 3600:.2f} h of media done ({snap.chunks_done}/{snap.chunks_decoded} chunks), "
+    return (f"{label}: {snap.files_done}/{files_total} files, {media_amount(snap.engine_s, media_total_s)} "
+            f"of media done ({snap.chunks_done}/{snap.chunks_decoded} chunks), "
             f"{rate:.1f}x realtime, elapsed {clock(elapsed_s)}, ETA {clock(eta)}")
 
 

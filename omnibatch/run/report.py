@@ -8,6 +8,7 @@ from pathlib import Path
 from omnibatch.config import RunConfig
 from omnibatch.models.notice import TINY_NOTICE, uses_tiny_model
 from omnibatch.run.executor import ShardStats, run_shard
+from omnibatch.run.progress import media_amount
 from omnibatch.text_safety import printable
 
 
@@ -17,7 +18,7 @@ def summarize_stats(stats: ShardStats, out: str) -> str:
         + (f", {stats.skipped_done} already done" if stats.skipped_done else "")
         + (f" ({stats.failed_before} of them failed: pass --retry-errors to retry)" if stats.failed_before else "")
         + f" in {stats.wall_s:.1f} s"
-        + (f" ({stats.media_seconds / 3600:.2f} h of media, {stats.media_seconds / max(stats.wall_s, 1e-9):.1f}x "
+        + (f" ({media_amount(stats.media_seconds)} of media, {stats.media_seconds / max(stats.wall_s, 1e-9):.1f}x "
            "realtime)" if stats.media_seconds else ""),
         f"outputs: {out}/{stats.task}/",
     ]

@@ -17,6 +17,7 @@ from typing import Any
 from omnibatch.config import TASKS, RunConfig
 from omnibatch.errors import InputError
 from omnibatch.run.attempt import AttemptRecord, read_attempts
+from omnibatch.run.progress import clock, media_amount
 from omnibatch.run.rundir import RunDir, write_text_atomic
 from omnibatch.scoring import CorpusRates
 from omnibatch.text_safety import printable
@@ -186,7 +187,7 @@ def format_status(run: RunStatus, *, max_failed: int = 20) -> str:
         if t.media_s:
             rate = f"{t.media_s / t.elapsed_s:.1f}x realtime" if t.elapsed_s else "n/a"
             per_shard = f", {t.media_s / t.shard_s:.1f}x per shard" if t.shard_s else ""
-            lines.append(f"  media: {t.media_s / 3600:.2f} h processed in {_clock(t.elapsed_s)} "
+            lines.append(f"  media: {media_amount(t.media_s)} processed in {clock(t.elapsed_s)} "
                          f"({rate}{per_shard})")
         for s in t.shards:
             if s.state != "done" and s.state != "pending" or s.detail:
@@ -209,7 +210,3 @@ def write_summary(run: RunStatus) -> Path:
     return path
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
