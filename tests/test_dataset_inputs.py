@@ -1,4 +1,5 @@
-"""Datasets as inputs: save_to_disk folders, hub-style Parquet, --dataset; bytes decoded by the confined ffmpeg."""
+"""Datasets as inputs: save_to_disk folders, hub-style Parquet and JSONL, --dataset; bytes decoded by the
+confined ffmpeg."""
 
 from __future__ import annotations
 
@@ -120,6 +121,43 @@ def test_paths_in_a_dataset_are_local_files(tmp_path):
     pq.write_table(ds.data.table, tmp_path / "meta.parquet")  # to_parquet would embed the file's bytes
     (item,) = read_inputs([str(tmp_path / "meta.parquet")]).items
     assert item.id == "first" and item.origin is None and item.path == tmp_path / "clips" / "one.wav"
+
+
+def test_a_hub_style_jsonl_names_its_media_in_an_audio_key(tmp_path):
+    (tmp_path / "clips").mkdir()
+    make_audio(tmp_path / "clips" / "one.wav", 1.0)
+    make_audio(tmp_path / "clips" / "two.wav", 1.0)
+    data = tmp_path / "metadata.jsonl"
+    data.write_text('{"audio": "clips/one.wav", "text": "first words", "speaker": "amy"}\n'
+                    '{"audio": "clips/two.wav", "text": "second words", "speaker": "bob"}\n')
+    items = read_inputs([str(data)]).items
+    assert [i.path for i in items] == [tmp_path / "clips" / "one.wav", tmp_path / "clips" / "two.wav"]
+    assert [i.extra["speaker"] for i in items] == ["amy", "bob"] and items[1].extra["text"] == "second words"
+    assert [i.id for i in items] == ["metadata-000000", "metadata-000001"]  # <file>-<record>, stable
+    data.write_text('{"audio": {"path": "clips/one.wav"}, "id": "x", "n": 18446744073709551616}\n'
+                    '{"audio": "clips/two.wav", "id": "x"}\n')  # past 64 bits: a manifest holds it, so must this
+    with pytest.raises(InputError, match=r'metadata.jsonl:2: duplicate id "x" \(first at .*metadata.jsonl:1\)'):
+        read_inputs([str(data)])
+
+
+def test_a_hub_style_jsonl_with_bad_lines_is_refused_line_by_line(tmp_path):
+    # datasets' json builder would fail on any of these naming no line; they are refused as a manifest's are.
+    data = tmp_path / "metadata.jsonl"
+    data.write_text('{"audio": "a.wav", "text": "fine"}\n'
+                    '{"audio": "\\udc80.wav"}\n'
+                    "not json\n"
+                    '{"audio": "c.wav", "deep": ' + "[" * 5000 + "]" * 5000 + "}\n"
+                    '["a list"]\n'
+                    '{"audio": "e.wav", "n": ' + "9" * 5000 + "}\n")
+    with pytest.raises(InputError) as refused:
+        read_inputs([str(data)])
+    text = str(refused.value)
+    assert "5 problems" in text and "metadata.jsonl:1:" not in text
+    assert 'metadata.jsonl:2: "audio" holds a lone surrogate (\\udc80)' in text
+    assert "metadata.jsonl:3: malformed JSON" in text
+    assert "metadata.jsonl:4: malformed JSON: nested too deeply" in text
+    assert "metadata.jsonl:5: expected a JSON object" in text
+    assert "metadata.jsonl:6: a number with more than 4300 digits" in text
 
 
 @pytest.mark.slow

@@ -357,6 +357,23 @@ def test_any_jsonl_manifest_is_refused_with_lines_or_read(lines: list[str | byte
         assert_refused_with_lines_or_storable([manifest], manifest)
 
 
+# A hub-style JSONL (its first object names media in "audio", not "path"): the same promise, through
+# the dataset reader (which once gave datasets' json builder what a manifest holds and it cannot).
+hub_entries = st.builds(lambda entry: {"audio": entry.pop("path"), **entry}, legal_entries)
+
+
+@HYPOTHESIS
+@given(st.builds(lambda first, rest: [first, *rest], hub_entries.map(json.dumps),
+                 st.lists(st.one_of(hub_entries.map(json.dumps), json_lines,
+                                    poisoned_entries.map(lambda e: json.dumps({"audio": "a.wav", **e}))),
+                          max_size=5)))
+def test_any_hub_style_jsonl_is_refused_with_lines_or_read(lines: list[str | bytes]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = Path(folder) / "m.jsonl"
+        manifest.write_bytes(b"\n".join(_encode(line) for line in lines) + b"\n")
+        assert_refused_with_lines_or_storable([manifest], manifest)
+
+
 csv_cells = st.one_of(texts.map(lambda t: display_text(t)), st.sampled_from(["a.wav", "", "x", '"', '""']))
 
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from omnibatch.manifests.entries import PATH_KEYS, EntryError, parse_entry
+from omnibatch.manifests.entries import PATH_KEYS, EntryError, parse_entry, poison_problems
+from omnibatch.manifests.formats import read_entries
+from omnibatch.manifests.problems import ManifestUnreadable
 from omnibatch.media.remote import is_remote, missing_support, object_name
 from omnibatch.records import UNSTAGED_PATH, MediaItem, Origin
 
@@ -99,17 +101,52 @@ def read_named_dataset(spec: DatasetSpec) -> DatasetRead:
 
 
 def read_jsonl_dataset(path: Path, column: str | None = None) -> DatasetRead:
-    """A hub-style JSONL (media column instead of a `path` key), through datasets' json builder."""
-    import datasets
+    """A hub-style JSONL: each line an object whose media is named in `column` ("audio" or "video")
+    instead of a `path` key, as a path string or a {"path": ...} object.
 
+    Read line by line as a manifest is (formats.read_entries), not through datasets' json builder:
+    that builder holds less than a manifest may (integers past 64 bits, NaN, a key whose type
+    changes from line to line), names no line when it fails, and writes a cache for every read.
+    So each bad line is refused with its number; ids default to `<file>-<record>`, records
+    counted from 0 as the builder counted its rows."""
     result = DatasetRead()
+    media_key = column or "audio"
+    base_dir = os.path.dirname(os.path.abspath(path))
+    slug = _SLUG_UNSAFE.sub("-", path.stem.lower()).strip("-_")[:40] or "dataset"
+    record = 0
     try:
-        loaded = datasets.load_dataset("json", data_files=os.fspath(path), split="train")
-    except Exception as exc:  # noqa: BLE001
-        result.problems.append(("", f"cannot read it as a dataset: {type(exc).__name__}: {exc}"))
-        return result
-    _read_loaded(loaded, path.stem, os.fspath(path.parent), None, column, result, split_name="")
+        for entry in read_entries(path):
+            number, record = record, record + 1
+            if entry.fields is None:
+                result.problems.append((entry.where, entry.problem or "unreadable"))
+                continue
+            try:
+                item = _jsonl_item(entry.fields, media_key, base_dir, f"{slug}-{number:06d}",
+                                   f"{path}{entry.where}")
+            except EntryError as exc:
+                result.problems.append((entry.where, "; ".join(exc.messages)))
+                continue
+            result.items.append(item)
+    except ManifestUnreadable as exc:
+        result.problems.append((exc.where, exc.message))
     return result
+
+
+def _jsonl_item(fields: dict[str, Any], media_key: str, base_dir: str, default_id: str, source: str) -> MediaItem:
+    if poisoned := poison_problems(fields):
+        raise EntryError(poisoned)
+    cell = fields.get(media_key)
+    if isinstance(cell, dict):
+        if cell.get("bytes") is not None:
+            raise EntryError([f'"{media_key}" holds media bytes inline, which JSONL has no standard form '
+                              "for: save the dataset as Parquet or with save_to_disk"])
+        cell = cell.get("path")
+    if not isinstance(cell, str) or not cell.strip():
+        raise EntryError([f'"{media_key}" names no media: give a path (a string, or {{"path": ...}})'])
+    row = {key: value for key, value in fields.items() if key != media_key}
+    item = _row_item(row, cell, False, "", 0, media_key, base_dir, default_id, source)
+    assert item is not None  # a non-empty path always gives an item
+    return item
 
 
 def jsonl_media_column(path: Path) -> str | None:
@@ -159,7 +196,7 @@ def read_parquet_dataset(path: Path, column: str) -> DatasetRead:
 
 
 def _read_loaded(loaded: Any, name: str, base_dir: str, split: str | None, column: str | None,
-                 result: DatasetRead, split_name: str | None = None) -> None:
+                 result: DatasetRead) -> None:
     import datasets
 
     if isinstance(loaded, datasets.DatasetDict):
@@ -171,8 +208,7 @@ def _read_loaded(loaded: Any, name: str, base_dir: str, split: str | None, colum
         for s in splits:
             _read_split(loaded[s], name, s, base_dir, column, result)
         return
-    _read_split(loaded, name, split_name if split_name is not None else (split or str(loaded.split or "")),
-                base_dir, column, result)
+    _read_split(loaded, name, split or str(loaded.split or ""), base_dir, column, result)
 
 
 def _read_split(ds: Any, name: str, split: str, base_dir: str, column: str | None, result: DatasetRead) -> None:

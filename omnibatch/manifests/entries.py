@@ -102,6 +102,13 @@ def parse_entry(entry: Mapping[str, Any], *, base_dir: str | os.PathLike[str], s
     )
 
 
+def poison_problems(entry: Mapping[str, Any]) -> list[str]:
+    """What in `entry` cannot be stored as text (see `_refuse_poison`); empty when nothing."""
+    problems: list[str] = []
+    _refuse_poison(entry, problems)
+    return problems
+
+
 def _refuse_poison(entry: Mapping[str, Any], problems: list[str]) -> set[str]:
     """Report every key whose name or value cannot be stored as text; return those keys.
 

@@ -151,7 +151,15 @@ def _add_dataset(name: str, read: DatasetRead, found: list[_Found], problems: li
     problems.extend(Problem(name, where, message) for where, message in read.problems)
     if not read.items and not read.problems:
         problems.append(Problem(name, "", "the dataset has no rows"))
-    found.extend(_Found(item, name, item.source.removeprefix(item.source.split(" row ")[0])) for item in read.items)
+    found.extend(_Found(item, name, _where(item.source)) for item in read.items)
+
+
+def _where(source: str) -> str:
+    """' row 12' of a dataset row's source ("data/train row 12"), ':12' of a JSONL line's ("m.jsonl:12")."""
+    if " row " in source:
+        return source[source.rindex(" row "):]
+    head, colon, line = source.rpartition(":")
+    return colon + line if head and line.isdigit() else ""
 
 
 def _dataset_column(path: Path) -> str | None:
