@@ -18,7 +18,6 @@ import pytest
 from omnibatch.clipping import ClipOptions, merge_groups, pieces_needed, plan_clips
 from omnibatch.config import RunConfig
 from omnibatch.errors import InputError
-from omnibatch.models.tiny import build_tiny_model
 from omnibatch.pipeline.caption import (
     Caption,
     CaptionTask,
@@ -170,11 +169,6 @@ def test_cuts_fall_in_real_pauses_found_by_vad(tmp_path):
 
 
 # -- end to end on real media -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def ffmpeg(*args: str) -> None:

@@ -31,11 +31,6 @@ def file_hashes(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
 def test_two_builds_give_identical_files(tiny_dir, tmp_path):
     again = build_tiny_model(tmp_path / "again")
     first, second = file_hashes(tiny_dir), file_hashes(again)

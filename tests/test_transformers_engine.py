@@ -19,7 +19,7 @@ from omnibatch.engine.transformers_engine import (
     estimate_tokens,
 )
 from omnibatch.errors import InputError
-from omnibatch.models.tiny import MARKER_FILE, build_tiny_model
+from omnibatch.models.tiny import MARKER_FILE
 from omnibatch.records import Request
 from tests._engine_media import make_video_frames, speak
 from tests.fake_engine import step_until_empty
@@ -28,11 +28,6 @@ MAX_NEW = 12
 
 # transformers' processor feeds torch tensors to np.arange (audio in video): upstream's, harmless.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

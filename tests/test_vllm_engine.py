@@ -23,7 +23,6 @@ psutil = pytest.importorskip("psutil")
 from omnibatch.engine.transformers_engine import TransformersEngine  # noqa: E402
 from omnibatch.engine.vllm_engine import VllmEngine  # noqa: E402
 from omnibatch.errors import EngineError  # noqa: E402
-from omnibatch.models.tiny import build_tiny_model  # noqa: E402
 from omnibatch.records import Request  # noqa: E402
 
 pytestmark = [
@@ -75,11 +74,6 @@ def wait_gone(pids: set[int], timeout: float) -> set[int]:
         if not present or time.monotonic() > deadline:
             return present
         time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")
