@@ -32,7 +32,6 @@ from typing import Any
 from omnibatch.models.tiny_processor import (
     ADDED_TOKENS,
     CHAT_TEMPLATE,
-    MEDIA_PARTS,
     CORPUS,
     FEATURE_EXTRACTOR,
     SPECIAL_TOKENS,
@@ -41,6 +40,7 @@ from omnibatch.models.tiny_processor import (
     VISION_PROCESSOR,
     build_processor,
     build_tokenizer,
+    chat_template,
     single_token_id,
 )
 
@@ -71,32 +71,16 @@ SPEAKERS = {"ethan": CODEBOOK_SIZE + 6, "chelsie": CODEBOOK_SIZE + 7, "aiden": C
 # The Thinking variant's chat template, written for this project after the shape of Qwen's: earlier
 # assistant turns keep only their answer (their reasoning is dropped, as Qwen's template does), and
 # the generation prompt opens the assistant turn; the model writes <think> ... </think> itself.
-THINKING_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{%- if message['role'] == 'assistant' and '</think>' in message['content'] -%}"
-    "{{- message['content'].split('</think>')[-1].lstrip('\\n') -}}"
-    "{%- else -%}"
-    "{{- message['content'] -}}"
-    "{%- endif -%}"
-    "{%- else -%}"
-    "{%- for part in message['content'] -%}"
-    + MEDIA_PARTS +
-    "{%- if message['role'] == 'assistant' and '</think>' in part['text'] -%}"
-    "{{- part['text'].split('</think>')[-1].lstrip('\\n') -}}"
-    "{%- else -%}"
-    "{{- part['text'] -}}"
-    "{%- endif -%}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- endif -%}"
-)
+def _answer_only(text: str) -> str:
+    """Jinja that writes `text`, keeping only what follows `</think>` in an assistant turn."""
+    return ("{%- if message['role'] == 'assistant' and '</think>' in " + text + " -%}"
+            "{{- " + text + ".split('</think>')[-1].lstrip('\\n') -}}"
+            "{%- else -%}"
+            "{{- " + text + " -}}"
+            "{%- endif -%}")
+
+
+THINKING_CHAT_TEMPLATE = chat_template(_answer_only("message['content']"), _answer_only("part['text']"))
 VARIANTS = ("instruct", "thinking")
 
 def default_cache_root() -> Path:

@@ -54,38 +54,39 @@ VISION_PROCESSOR = {
     "image_std": [0.5, 0.5, 0.5],
 }
 
-# One content part of a message: each kind of media becomes its placeholder tokens; the branch for a
-# text part follows (shared by both variants' templates).
-MEDIA_PARTS = (
-    "{%- if part['type'] == 'audio' or 'audio' in part or 'audio_url' in part -%}"
-    "{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
-    "{%- elif part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'video' or 'video' in part or 'video_url' in part -%}"
-    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'text' -%}"
-)
 # Written by hand for this project; the shape follows Qwen's ChatML: one
 # `<|im_start|>{role}\n...<|im_end|>\n` block per turn, media as placeholders that
 # the processor expands, and an open assistant turn for generation.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}"
-    "{%- else -%}"
-    "{%- for part in message['content'] -%}"
-    + MEDIA_PARTS +
-    "{{- part['text'] -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- endif -%}"
-)
+def chat_template(content: str, text_part: str) -> str:
+    """The chat template, given the Jinja expressions that write a message's string content and the
+    text of one of its parts (a variant changes those two only)."""
+    return (
+        "{%- for message in messages -%}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+        "{%- if message['content'] is string -%}"
+        + content +
+        "{%- else -%}"
+        "{%- for part in message['content'] -%}"
+        "{%- if part['type'] == 'audio' or 'audio' in part or 'audio_url' in part -%}"
+        "{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
+        "{%- elif part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
+        "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+        "{%- elif part['type'] == 'video' or 'video' in part or 'video_url' in part -%}"
+        "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+        "{%- elif part['type'] == 'text' -%}"
+        + text_part +
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- endif -%}"
+        "{{- '<|im_end|>\\n' -}}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}"
+        "{{- '<|im_start|>assistant\\n' -}}"
+        "{%- endif -%}"
+    )
+
+
+CHAT_TEMPLATE = chat_template("{{- message['content'] -}}", "{{- part['text'] -}}")
 
 # A small corpus for the BPE merges: chat roles and task prompts (so "system",
 # "user", "assistant" become single tokens, which the Talker relies on), plus
