@@ -133,9 +133,10 @@ def read_jsonl_dataset(path: Path, column: str | None = None) -> DatasetRead:
 
 
 def _jsonl_item(fields: dict[str, Any], media_key: str, base_dir: str, default_id: str, source: str) -> MediaItem:
-    if poisoned := poison_problems(fields):
-        raise EntryError(poisoned)
     cell = fields.get(media_key)
+    # The media cell is checked under its own key (parse_entry checks the rest, and would call it "path").
+    if poisoned := poison_problems({media_key: cell}):
+        raise EntryError(poisoned)
     if isinstance(cell, dict):
         if cell.get("bytes") is not None:
             raise EntryError([f'"{media_key}" holds media bytes inline, which JSONL has no standard form '
